@@ -1,0 +1,113 @@
+// Package policy compiles Kubernetes NetworkPolicies into the desired firewall
+// of each local pod. It is pure: it takes the cluster state (namespaces, pods,
+// policies) and the local pods, and returns, per local pod, which directions
+// are isolated and which (peer, port) pairs are allowed. It does no I/O and
+// must not import client-go, the dataplane or anything that touches the host.
+package policy
+
+import (
+	"net/netip"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Namespace is what the compiler needs of a Namespace.
+type Namespace struct {
+	Name   string
+	Labels map[string]string
+}
+
+// ContainerPort is one named (or unnamed) port a pod's containers declare.
+type ContainerPort struct {
+	Name     string
+	Protocol corev1.Protocol // TCP, UDP or SCTP; never empty
+	Port     int32
+}
+
+// Pod is what the compiler needs of a Pod: a stripped copy, so that a node
+// can hold every pod of a large cluster in little memory.
+type Pod struct {
+	Namespace string
+	Name      string
+	UID       string
+	Labels    map[string]string
+	Ports     []ContainerPort
+	// IPs are the pod's addresses: status.podIPs for peers, the CNI result
+	// for local pods.
+	IPs         []netip.Addr
+	NodeName    string
+	HostNetwork bool
+	Phase       corev1.PodPhase
+	// Deleting is true once the pod has a deletionTimestamp.
+	Deleting bool
+	Created  metav1.Time
+}
+
+// Key returns "namespace/name".
+func (p *Pod) Key() string { return p.Namespace + "/" + p.Name }
+
+// State is the cluster as a source sees it. Policies are the API objects with
+// the API's defaults applied (port protocol TCP); the compiler applies the
+// policyTypes default itself when a policy has none.
+type State struct {
+	Namespaces []*Namespace
+	Pods       []*Pod
+	Policies   []*networkingv1.NetworkPolicy
+}
+
+// LocalPod is a pod attached on this node: Pod.IPs come from its CNI result.
+type LocalPod struct {
+	// Key identifies the attachment (network/containerID/ifName).
+	Key string
+	Pod *Pod
+}
+
+// Firewall is the desired firewall of one local pod.
+type Firewall struct {
+	Ingress Direction
+	Egress  Direction
+}
+
+// Isolated reports whether any direction is isolated, i.e. whether the pod
+// needs rules at all.
+func (f *Firewall) Isolated() bool { return f.Ingress.Isolated || f.Egress.Isolated }
+
+// Direction is one direction of a pod's firewall. When Isolated is false the
+// direction is open and Rules is empty. When it is true, traffic is allowed
+// exactly when some rule matches (plus loopback, established connections and,
+// for ingress, the node's own addresses, which the dataplane adds).
+type Direction struct {
+	Isolated bool
+	// Policies are "namespace/name" of the policies that select the pod for
+	// this direction, sorted.
+	Policies []string
+	// Rules are deduplicated and sorted deterministically.
+	Rules []Rule
+}
+
+// Rule allows traffic from (ingress) or to (egress) Peer on any of Ports.
+type Rule struct {
+	Peer Peer
+	// Ports is empty when the rule allows every port of every protocol.
+	Ports []Port
+}
+
+// Peer is the remote side of a rule: either anything, or a set of addresses.
+// Prefixes are disjoint, sorted, and may mix IPv4 and IPv6; pod addresses are
+// host prefixes (/32, /128). ipBlock excepts are already subtracted, and the
+// union of several peers already taken, so a dataplane can put Prefixes in one
+// hash:net set without "nomatch" entries.
+type Peer struct {
+	Any      bool
+	Prefixes []netip.Prefix
+}
+
+// Port is one protocol with one port or a port range. Port 0 means every port
+// of Protocol; EndPort 0 means just Port.
+type Port struct {
+	Protocol corev1.Protocol
+	Port     int32
+	EndPort  int32
+}
