@@ -1,0 +1,502 @@
+package policy
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"go4.org/netipx"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+)
+
+// Result is the output of Compile.
+type Result struct {
+	// Firewalls holds one firewall per local pod, by LocalPod.Key. The
+	// Peer.Prefixes slices are shared between firewalls: treat them as
+	// read-only.
+	Firewalls map[string]*Firewall
+	// Problems are the parts of the input the compiler could not use (a
+	// selector that does not parse, a bad CIDR, ...), each naming its
+	// policy. What is broken matches nothing; the policy still isolates the
+	// pods it selects.
+	Problems []error
+}
+
+// Compile computes the firewall of every local pod from the cluster state,
+// with networking.k8s.io/v1 NetworkPolicy semantics. It does not modify its
+// input. Each rule's peer set is computed once per call and shared by every
+// local pod its policy selects.
+func Compile(state *State, local []LocalPod) *Result {
+	res := &Result{Firewalls: make(map[string]*Firewall, len(local))}
+	if state == nil {
+		state = &State{}
+	}
+	c := newCompiler(state, res)
+	for _, lp := range local {
+		if lp.Pod == nil {
+			res.Problems = append(res.Problems, fmt.Errorf("local pod %s: no pod object", lp.Key))
+			continue
+		}
+		res.Firewalls[lp.Key] = c.firewall(lp.Pod)
+	}
+	return res
+}
+
+// compiler holds the indexes and memoized peer sets of one Compile call.
+type compiler struct {
+	// pods are the eligible peer pods (with IPs, not terminal, not
+	// hostNetwork), each with the addresses it won, in input order.
+	pods     []*peerPod
+	podsByNS map[string][]*peerPod
+	// namespaces are every namespace known or referred to by a pod, sorted.
+	namespaces   []namespaceLabels
+	policiesByNS map[string][]*parsedPolicy
+	peers        peerTable
+	// selections are the matches of selector peers, shared by every rule
+	// with the same selectors; all is the match of an empty from/to.
+	selections map[selectionKey]*peerMatch
+	blocks     map[string]*peerMatch
+	all        *peerMatch
+	// unions are the unions of several peers' sets, by the sets' identity.
+	unions map[string]*netipx.IPSet
+}
+
+// peerPod is an eligible peer pod and the addresses it owns.
+type peerPod struct {
+	pod   *Pod
+	addrs []netip.Addr
+}
+
+type namespaceLabels struct {
+	name   string
+	labels labels.Set
+}
+
+func newCompiler(state *State, res *Result) *compiler {
+	c := &compiler{
+		podsByNS:     make(map[string][]*peerPod),
+		policiesByNS: make(map[string][]*parsedPolicy),
+		peers:        peerTable{ids: make(map[string]int), bySet: make(map[*netipx.IPSet]int)},
+		selections:   make(map[selectionKey]*peerMatch),
+		blocks:       make(map[string]*peerMatch),
+		unions:       make(map[string]*netipx.IPSet),
+	}
+	c.pods = eligiblePeers(state.Pods)
+	for _, pp := range c.pods {
+		c.podsByNS[pp.pod.Namespace] = append(c.podsByNS[pp.pod.Namespace], pp)
+	}
+
+	nsLabels := make(map[string]labels.Set)
+	for _, ns := range state.Namespaces {
+		if ns == nil {
+			continue
+		}
+		set := make(labels.Set, len(ns.Labels)+1)
+		for k, v := range ns.Labels {
+			set[k] = v
+		}
+		// The API server always sets this label to the namespace's name.
+		set[corev1.LabelMetadataName] = ns.Name
+		nsLabels[ns.Name] = set
+	}
+	for name := range c.podsByNS {
+		if _, ok := nsLabels[name]; !ok {
+			nsLabels[name] = labels.Set{corev1.LabelMetadataName: name}
+		}
+	}
+	for name, set := range nsLabels {
+		c.namespaces = append(c.namespaces, namespaceLabels{name: name, labels: set})
+	}
+	slices.SortFunc(c.namespaces, func(a, b namespaceLabels) int { return cmp.Compare(a.name, b.name) })
+
+	type parsedWithErrors struct {
+		policy *parsedPolicy
+		errs   []error
+	}
+	var parsed []parsedWithErrors
+	for _, np := range state.Policies {
+		if np == nil {
+			continue
+		}
+		pp, errs := parsePolicy(np, false)
+		parsed = append(parsed, parsedWithErrors{pp, errs})
+	}
+	// Policy order, and so the order of Problems, does not depend on input
+	// order.
+	slices.SortStableFunc(parsed, func(a, b parsedWithErrors) int { return cmp.Compare(a.policy.key, b.policy.key) })
+	for _, p := range parsed {
+		for _, err := range p.errs {
+			res.Problems = append(res.Problems, fmt.Errorf("networkpolicy %s: %w", p.policy.key, err))
+		}
+		c.policiesByNS[p.policy.namespace] = append(c.policiesByNS[p.policy.namespace], p.policy)
+	}
+	return c
+}
+
+// eligiblePeers returns the pods that can be peers, each with the addresses
+// it owns. When several eligible pods claim one address, exactly one wins: a
+// pod not being deleted over one that is, then a Running pod, then the newest;
+// remaining ties go to the smaller namespace/name, then UID.
+func eligiblePeers(pods []*Pod) []*peerPod {
+	owner := make(map[netip.Addr]*Pod)
+	var candidates []*Pod
+	for _, p := range pods {
+		if p == nil || p.HostNetwork || len(p.IPs) == 0 ||
+			p.Phase == corev1.PodSucceeded || p.Phase == corev1.PodFailed {
+			continue
+		}
+		candidates = append(candidates, p)
+		for _, a := range p.IPs {
+			if !a.IsValid() {
+				continue
+			}
+			a = a.Unmap()
+			if cur, ok := owner[a]; !ok || (cur != p && claimsBefore(p, cur)) {
+				owner[a] = p
+			}
+		}
+	}
+	out := make([]*peerPod, 0, len(candidates))
+	for _, p := range candidates {
+		var addrs []netip.Addr
+		for _, a := range p.IPs {
+			if !a.IsValid() {
+				continue
+			}
+			a = a.Unmap()
+			if owner[a] == p && !slices.Contains(addrs, a) {
+				addrs = append(addrs, a)
+			}
+		}
+		if len(addrs) > 0 {
+			out = append(out, &peerPod{pod: p, addrs: addrs})
+		}
+	}
+	return out
+}
+
+// claimsBefore reports whether a wins an address both a and b claim.
+func claimsBefore(a, b *Pod) bool {
+	if a.Deleting != b.Deleting {
+		return !a.Deleting
+	}
+	aRunning, bRunning := a.Phase == corev1.PodRunning, b.Phase == corev1.PodRunning
+	if aRunning != bRunning {
+		return aRunning
+	}
+	if !a.Created.Equal(&b.Created) {
+		return b.Created.Before(&a.Created)
+	}
+	if a.Key() != b.Key() {
+		return a.Key() < b.Key()
+	}
+	return a.UID < b.UID
+}
+
+// firewall compiles the firewall of one local pod.
+func (c *compiler) firewall(pod *Pod) *Firewall {
+	fw := &Firewall{}
+	var selecting []*parsedPolicy
+	for _, pp := range c.policiesByNS[pod.Namespace] {
+		if pp.selects(pod) {
+			selecting = append(selecting, pp)
+		}
+	}
+	for _, dir := range directions {
+		d := &fw.Egress
+		if dir == ingress {
+			d = &fw.Ingress
+		}
+		var rules ruleSet
+		for _, pp := range selecting {
+			if !pp.isolates[dir] {
+				continue
+			}
+			d.Isolated = true
+			d.Policies = append(d.Policies, pp.key)
+			for _, r := range pp.rules[dir] {
+				c.addRule(&rules, r, pp.namespace, dir, pod)
+			}
+		}
+		d.Policies = slices.Compact(d.Policies)
+		d.Rules = rules.rules(&c.peers)
+	}
+	return fw
+}
+
+// addRule adds what rule r allows the local pod to rules.
+func (c *compiler) addRule(rules *ruleSet, r *parsedRule, policyNS string, dir direction, pod *Pod) {
+	rr := c.resolve(r, policyNS, dir)
+	if rr.peerID >= 0 {
+		if r.allPorts {
+			rules.add(rr.peerID, true, nil)
+		} else {
+			ports := r.ports
+			if dir == ingress && len(r.named) > 0 {
+				ports = slices.Clone(ports)
+				for _, n := range r.named {
+					for _, cp := range pod.Ports {
+						if cp.Name == n.name && cp.Protocol == n.protocol && cp.Port > 0 {
+							ports = append(ports, Port{Protocol: cp.Protocol, Port: cp.Port})
+						}
+					}
+				}
+			}
+			if len(ports) > 0 {
+				rules.add(rr.peerID, false, ports)
+			}
+		}
+	}
+	for _, n := range rr.named {
+		rules.add(n.peerID, false, []Port{n.port})
+	}
+}
+
+// resolvedRule is a rule's peers as addresses.
+type resolvedRule struct {
+	// peerID is the interned peer of the rule, or -1 when the peers match
+	// no address.
+	peerID int
+	// named are the egress rule's named ports resolved against each
+	// destination pod: one entry per (protocol, port) with the pods that
+	// have it.
+	named []resolvedNamedPort
+}
+
+type resolvedNamedPort struct {
+	port   Port
+	peerID int
+}
+
+// peerMatch is what one peer matches: an address set and, for named egress
+// ports, the destination pods with the addresses of theirs the peer matches.
+// Matches of selector peers are shared by every rule with the same selectors.
+type peerMatch struct {
+	set *netipx.IPSet
+	// dests computes the destination pods on first use.
+	dests     func() []*peerPod
+	destsDone bool
+	destPods  []*peerPod
+	// named caches, per named port, the address set of each port number it
+	// resolves to.
+	named map[namedPort]map[Port]*netipx.IPSet
+}
+
+func (m *peerMatch) destinations() []*peerPod {
+	if !m.destsDone {
+		m.destPods = m.dests()
+		m.destsDone = true
+	}
+	return m.destPods
+}
+
+// namedPortSets resolves a named port against the match's destination pods.
+func (m *peerMatch) namedPortSets(n namedPort) map[Port]*netipx.IPSet {
+	if sets, ok := m.named[n]; ok {
+		return sets
+	}
+	builders := make(map[Port]*netipx.IPSetBuilder)
+	for _, d := range m.destinations() {
+		for _, cp := range d.pod.Ports {
+			if cp.Name != n.name || cp.Protocol != n.protocol || cp.Port <= 0 {
+				continue
+			}
+			port := Port{Protocol: cp.Protocol, Port: cp.Port}
+			b := builders[port]
+			if b == nil {
+				b = new(netipx.IPSetBuilder)
+				builders[port] = b
+			}
+			addHosts(b, d.addrs)
+		}
+	}
+	sets := make(map[Port]*netipx.IPSet, len(builders))
+	for port, b := range builders {
+		if set, err := b.IPSet(); err == nil {
+			sets[port] = set
+		}
+	}
+	if m.named == nil {
+		m.named = make(map[namedPort]map[Port]*netipx.IPSet)
+	}
+	m.named[n] = sets
+	return sets
+}
+
+// selectionKey identifies a selector peer's match: its selectors in
+// canonical form and, without a namespaceSelector, the policy's namespace.
+type selectionKey struct {
+	namespace         string
+	hasPodSelector    bool
+	podSelector       string
+	hasNamespaceSel   bool
+	namespaceSelector string
+}
+
+// resolve computes (once) the addresses a rule's peers match.
+func (c *compiler) resolve(r *parsedRule, policyNS string, dir direction) *resolvedRule {
+	if r.resolved != nil {
+		return r.resolved
+	}
+	rr := &resolvedRule{peerID: -1}
+	r.resolved = rr
+
+	var matches []*peerMatch
+	if r.anyPeer {
+		rr.peerID = c.peers.intern(Peer{Any: true})
+		matches = []*peerMatch{c.everyPod()}
+	} else {
+		sets := make([]*netipx.IPSet, 0, len(r.peers))
+		for i := range r.peers {
+			m := c.matchPeer(&r.peers[i], policyNS)
+			matches = append(matches, m)
+			sets = append(sets, m.set)
+		}
+		rr.peerID = c.peers.internSet(c.unionSets(sets))
+	}
+
+	if dir == egress && len(r.named) > 0 {
+		byPort := make(map[Port][]*netipx.IPSet)
+		for _, n := range r.named {
+			for _, m := range matches {
+				for port, set := range m.namedPortSets(n) {
+					byPort[port] = append(byPort[port], set)
+				}
+			}
+		}
+		ports := make([]Port, 0, len(byPort))
+		for port := range byPort {
+			ports = append(ports, port)
+		}
+		slices.SortFunc(ports, comparePorts)
+		for _, port := range ports {
+			if id := c.peers.internSet(c.unionSets(byPort[port])); id >= 0 {
+				rr.named = append(rr.named, resolvedNamedPort{port: port, peerID: id})
+			}
+		}
+	}
+	return rr
+}
+
+// everyPod is the match of an empty from/to: every eligible pod is a
+// destination (its address set is unused: the peer is Any).
+func (c *compiler) everyPod() *peerMatch {
+	if c.all == nil {
+		c.all = &peerMatch{dests: func() []*peerPod { return c.pods }}
+	}
+	return c.all
+}
+
+// matchPeer returns what one parsed peer matches.
+func (c *compiler) matchPeer(peer *parsedPeer, policyNS string) *peerMatch {
+	if peer.block != nil {
+		return c.matchBlock(peer.block)
+	}
+	key := selectionKey{hasNamespaceSel: peer.namespaceSelector != nil, hasPodSelector: peer.podSelector != nil}
+	if key.hasNamespaceSel {
+		key.namespaceSelector = peer.namespaceSelector.String()
+	} else {
+		key.namespace = policyNS
+	}
+	if key.hasPodSelector {
+		key.podSelector = peer.podSelector.String()
+	}
+	if m, ok := c.selections[key]; ok {
+		return m
+	}
+	var pods []*peerPod
+	var b netipx.IPSetBuilder
+	c.selectPods(peer, policyNS, func(pp *peerPod) {
+		pods = append(pods, pp)
+		addHosts(&b, pp.addrs)
+	})
+	set, _ := b.IPSet() // only valid addresses are added
+	m := &peerMatch{set: set, dests: func() []*peerPod { return pods }}
+	c.selections[key] = m
+	return m
+}
+
+// matchBlock returns the match of an ipBlock (cidr minus excepts), shared by
+// every ipBlock with the same addresses.
+func (c *compiler) matchBlock(block *netipx.IPSet) *peerMatch {
+	var key strings.Builder
+	for _, r := range block.Ranges() {
+		key.WriteString(r.String())
+		key.WriteByte(',')
+	}
+	if m, ok := c.blocks[key.String()]; ok {
+		return m
+	}
+	m := &peerMatch{set: block, dests: func() []*peerPod {
+		var dests []*peerPod
+		for _, pp := range c.pods {
+			var in []netip.Addr
+			for _, a := range pp.addrs {
+				if block.Contains(a) {
+					in = append(in, a)
+				}
+			}
+			if len(in) > 0 {
+				dests = append(dests, &peerPod{pod: pp.pod, addrs: in})
+			}
+		}
+		return dests
+	}}
+	c.blocks[key.String()] = m
+	return m
+}
+
+// unionSets returns the union of sets (sets[0] itself when there is one),
+// computed once per list of sets.
+func (c *compiler) unionSets(sets []*netipx.IPSet) *netipx.IPSet {
+	switch len(sets) {
+	case 0:
+		return nil
+	case 1:
+		return sets[0]
+	}
+	var key []byte
+	for _, s := range sets {
+		key = fmt.Appendf(key, "%p,", s)
+	}
+	if set, ok := c.unions[string(key)]; ok {
+		return set
+	}
+	var b netipx.IPSetBuilder
+	for _, s := range sets {
+		b.AddSet(s)
+	}
+	set, _ := b.IPSet()
+	c.unions[string(key)] = set
+	return set
+}
+
+// selectPods calls fn for every eligible pod a selector peer matches.
+func (c *compiler) selectPods(peer *parsedPeer, policyNS string, fn func(*peerPod)) {
+	matchPods := func(ns string) {
+		for _, pp := range c.podsByNS[ns] {
+			if peer.podSelector == nil || peer.podSelector.Matches(labels.Set(pp.pod.Labels)) {
+				fn(pp)
+			}
+		}
+	}
+	if peer.namespaceSelector == nil {
+		matchPods(policyNS)
+		return
+	}
+	for _, ns := range c.namespaces {
+		if peer.namespaceSelector.Matches(ns.labels) {
+			matchPods(ns.name)
+		}
+	}
+}
+
+// addHosts adds each address to b as a host prefix.
+func addHosts(b *netipx.IPSetBuilder, addrs []netip.Addr) {
+	for _, a := range addrs {
+		b.Add(a)
+	}
+}
