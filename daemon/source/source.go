@@ -116,8 +116,8 @@ func ImplicitNamespace(name string) *policy.Namespace {
 func PolicyFromAPI(np *networkingv1.NetworkPolicy) (*networkingv1.NetworkPolicy, error) {
 	out := np.DeepCopy()
 	out.ManagedFields = nil
-	applyPolicyDefaults(out)
-	if err := validatePolicy(out); err != nil {
+	policy.ApplyDefaults(out)
+	if err := policy.Validate(out); err != nil {
 		return nil, err
 	}
 	return out, nil

@@ -300,7 +300,7 @@ spec:
   podSelector: {}
   ingress: [{ports: [{port: 80, protocol: ICMP}]}]
 `},
-			wantErrs: []string{`bad.yaml: NetworkPolicy nsa/broken: invalid: spec.ingress[0].ports[0]: unsupported protocol "ICMP"`},
+			wantErrs: []string{`bad.yaml: NetworkPolicy nsa/broken: invalid: spec.ingress[0].ports[0]: protocol: unsupported value "ICMP"`},
 		},
 		{
 			name: "unknown field",
