@@ -1,0 +1,569 @@
+package dataplane
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"golang.org/x/sys/unix"
+)
+
+// ErrNetnsGone is wrapped by the errors of Apply, Check and Inspect when the
+// netns path does not exist or is not a network namespace.
+var ErrNetnsGone = errors.New("network namespace is gone")
+
+// DriftError is returned by Check when what is in force in a netns differs
+// from what the spec renders to. Check also drops the Manager's memory of
+// the netns, so the next Apply inspects it and rewrites the firewall in a
+// fresh generation.
+type DriftError struct {
+	Pod   string
+	Netns string
+	// Generation is the generation Check compared against.
+	Generation uint32
+	// Differences has one line per difference, e.g.
+	// `v4: missing "-A PODWALL-INGRESS -i lo -j ACCEPT"` or
+	// "set pw4-0-g3: unexpected member 10.0.0.9/32".
+	Differences []string
+}
+
+func (e *DriftError) Error() string {
+	const shown = 5
+	d := e.Differences
+	more := ""
+	if len(d) > shown {
+		more = fmt.Sprintf(" (and %d more)", len(d)-shown)
+		d = d[:shown]
+	}
+	return fmt.Sprintf("firewall of %s in %s drifted from generation %d: %s%s", e.Pod, e.Netns, e.Generation, strings.Join(d, "; "), more)
+}
+
+// binaries are the absolute paths of the commands the Manager runs.
+type binaries struct {
+	restore [2]string // iptables-nft-restore, ip6tables-nft-restore
+	save    [2]string // iptables-nft-save, ip6tables-nft-save
+	ipset   string
+}
+
+// Manager applies firewalls to pod netns. It remembers, per netns path, the
+// generation and the firewall it last applied there, so that an unchanged
+// spec costs no command and a change of set members only an ipset swap.
+// Without that memory (a new Manager, after Forget, after an error or a
+// drift) it inspects the netns first and adopts what it finds. It is safe
+// for concurrent use; operations on the same netns are serialised.
+type Manager struct {
+	bins binaries
+	// execs counts the commands run, for tests.
+	execs atomic.Int64
+
+	mu    sync.Mutex
+	netns map[string]*netnsState
+}
+
+// netnsState is the Manager's memory of one netns path.
+type netnsState struct {
+	mu    sync.Mutex // serialises operations on the netns
+	users int        // guarded by Manager.mu
+
+	known   bool // the fields below describe what is in force
+	id      netnsID
+	gen     uint32
+	applied *rendered
+	stale   []string // old sets that could not be destroyed yet
+}
+
+func (s *netnsState) forget() {
+	s.known, s.applied, s.stale = false, nil, nil
+}
+
+func (s *netnsState) remember(id netnsID, gen uint32, applied *rendered, stale []string) {
+	s.known, s.id, s.gen, s.applied, s.stale = true, id, gen, applied, stale
+}
+
+// netnsID identifies a network namespace (its nsfs inode), so that a new
+// netns mounted at a path the Manager remembers is not mistaken for the old.
+type netnsID struct{ dev, ino uint64 }
+
+// NewManager finds iptables-nft-restore, ip6tables-nft-restore, their save
+// counterparts and ipset, in PATH or the usual sbin directories.
+func NewManager() (*Manager, error) {
+	var missing []string
+	find := func(name string) string {
+		p, err := lookPath(name)
+		if err != nil {
+			missing = append(missing, name)
+		}
+		return p
+	}
+	m := &Manager{netns: map[string]*netnsState{}}
+	m.bins.restore = [2]string{find("iptables-nft-restore"), find("ip6tables-nft-restore")}
+	m.bins.save = [2]string{find("iptables-nft-save"), find("ip6tables-nft-save")}
+	m.bins.ipset = find("ipset")
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("dataplane needs %s: not found in PATH, /usr/sbin or /sbin", strings.Join(missing, ", "))
+	}
+	return m, nil
+}
+
+func lookPath(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/local/sbin"} {
+		p := filepath.Join(dir, name)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", exec.ErrNotFound
+}
+
+// acquire returns the state of a netns path, locked.
+func (m *Manager) acquire(path string) *netnsState {
+	m.mu.Lock()
+	s, ok := m.netns[path]
+	if !ok {
+		s = &netnsState{}
+		m.netns[path] = s
+	}
+	s.users++
+	m.mu.Unlock()
+	s.mu.Lock()
+	return s
+}
+
+// release unlocks s and drops it when nobody uses it and it holds nothing.
+func (m *Manager) release(path string, s *netnsState) {
+	s.mu.Unlock()
+	m.mu.Lock()
+	s.users--
+	if s.users == 0 && !s.known {
+		delete(m.netns, path)
+	}
+	m.mu.Unlock()
+}
+
+// Forget drops what the Manager remembers about a netns; the next Apply
+// inspects it.
+func (m *Manager) Forget(netnsPath string) {
+	s := m.acquire(netnsPath)
+	s.forget()
+	m.release(netnsPath, s)
+}
+
+// Apply makes the firewall of the netns at netnsPath what spec renders to.
+// It never leaves the pod with less than the old or the new firewall: set
+// members change by ipset swap; any other change writes a new generation of
+// sets, switches the rules to it in one iptables-nft-restore transaction per
+// family and only then destroys the old sets. An unchanged spec runs no
+// command.
+func (m *Manager) Apply(ctx context.Context, netnsPath string, spec Spec) error {
+	if err := validateSpec(spec); err != nil {
+		return fmt.Errorf("apply firewall for %s: %w", spec.Pod, err)
+	}
+	s := m.acquire(netnsPath)
+	defer m.release(netnsPath, s)
+	id, err := statNetns(netnsPath)
+	if err != nil {
+		s.forget()
+		return fmt.Errorf("apply firewall for %s: %w", spec.Pod, err)
+	}
+	if s.known && s.id != id {
+		s.forget() // another netns now lives at this path
+	}
+	if s.known && len(s.stale) == 0 && render(spec, s.gen).equal(s.applied) {
+		return nil
+	}
+	err = m.inNetns(ctx, netnsPath, func(x *executor) error {
+		if s.known && s.id != x.id {
+			s.forget()
+		}
+		return m.apply(x, s, spec)
+	})
+	if err != nil {
+		if errors.Is(err, ErrNetnsGone) {
+			s.forget()
+		}
+		return fmt.Errorf("apply firewall for %s in %s: %w", spec.Pod, netnsPath, err)
+	}
+	return nil
+}
+
+// apply runs in the netns.
+func (m *Manager) apply(x *executor, s *netnsState, spec Spec) error {
+	var cur [2]table
+	var curSets []string
+	var next uint32
+	if s.known {
+		want := render(spec, s.gen)
+		if want.equal(s.applied) {
+			return x.destroyStale(s)
+		}
+		if want.sameStructure(s.applied) {
+			return x.swapMembers(s, want)
+		}
+		cur = s.applied.tables
+		for _, set := range s.applied.sets {
+			curSets = append(curSets, set.Name)
+		}
+		curSets = append(curSets, s.stale...)
+		next = s.gen + 1
+	} else {
+		got, err := x.inspect()
+		if err != nil {
+			return err
+		}
+		gen := got.generation()
+		want := render(spec, gen)
+		if len(diff(want, got)) == 0 {
+			s.remember(x.id, gen, want, nil)
+			return nil
+		}
+		cur = got.tables
+		curSets = got.setNames()
+		next = max(gen, got.maxGeneration()) + 1
+	}
+	return x.switchGeneration(s, render(spec, next), cur, curSets)
+}
+
+// Remove deletes everything podwall put in the netns, whatever the Manager
+// remembers: jumps to podwall chains, podwall chains, podwall sets. It
+// returns nil when the netns is gone.
+func (m *Manager) Remove(ctx context.Context, netnsPath string) error {
+	s := m.acquire(netnsPath)
+	defer m.release(netnsPath, s)
+	s.forget()
+	if _, err := statNetns(netnsPath); err != nil {
+		if errors.Is(err, ErrNetnsGone) {
+			return nil
+		}
+		return fmt.Errorf("remove firewall in %s: %w", netnsPath, err)
+	}
+	err := m.inNetns(ctx, netnsPath, func(x *executor) error {
+		got, err := x.inspect()
+		if err != nil {
+			return err
+		}
+		for _, f := range families {
+			if in := renderTransition(table{}, got.tables[f]); in != "" {
+				if err := x.restore(f, in); err != nil {
+					return err
+				}
+			}
+		}
+		_, err = x.destroySets(got.setNames())
+		return err
+	})
+	if err != nil && !errors.Is(err, ErrNetnsGone) {
+		return fmt.Errorf("remove firewall in %s: %w", netnsPath, err)
+	}
+	return nil
+}
+
+// Check compares what is in force in the netns with what spec renders to in
+// the current generation (remembered, or else the one the rules in force
+// use). It returns a *DriftError when they differ.
+func (m *Manager) Check(ctx context.Context, netnsPath string, spec Spec) error {
+	if err := validateSpec(spec); err != nil {
+		return fmt.Errorf("check firewall for %s: %w", spec.Pod, err)
+	}
+	s := m.acquire(netnsPath)
+	defer m.release(netnsPath, s)
+	id, err := statNetns(netnsPath)
+	if err != nil {
+		s.forget()
+		return fmt.Errorf("check firewall for %s: %w", spec.Pod, err)
+	}
+	var drift *DriftError
+	err = m.inNetns(ctx, netnsPath, func(x *executor) error {
+		got, err := x.inspect()
+		if err != nil {
+			return err
+		}
+		gen := got.generation()
+		if s.known && s.id == id && s.id == x.id {
+			gen = s.gen
+		}
+		if d := diff(render(spec, gen), got); len(d) > 0 {
+			drift = &DriftError{Pod: spec.Pod, Netns: netnsPath, Generation: gen, Differences: d}
+		}
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, ErrNetnsGone) {
+			s.forget()
+		}
+		return fmt.Errorf("check firewall for %s in %s: %w", spec.Pod, netnsPath, err)
+	}
+	if drift != nil {
+		s.forget()
+		return drift
+	}
+	return nil
+}
+
+// Inspect returns what podwall has in force in the netns: its chains and
+// the jumps to them, in the canonical form Render produces, and its sets.
+func (m *Manager) Inspect(ctx context.Context, netnsPath string) (*Ruleset, error) {
+	s := m.acquire(netnsPath)
+	defer m.release(netnsPath, s)
+	if _, err := statNetns(netnsPath); err != nil {
+		return nil, fmt.Errorf("inspect firewall: %w", err)
+	}
+	var rs *Ruleset
+	err := m.inNetns(ctx, netnsPath, func(x *executor) error {
+		got, err := x.inspect()
+		if err != nil {
+			return err
+		}
+		rs = got.ruleset()
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("inspect firewall in %s: %w", netnsPath, err)
+	}
+	return rs, nil
+}
+
+// CheckNetns returns nil when path is a network namespace, and otherwise an
+// error wrapping ErrNetnsGone (or the I/O error that kept it from telling).
+func CheckNetns(path string) error {
+	_, err := statNetns(path)
+	return err
+}
+
+// statNetns checks that path is a network namespace (an nsfs file of type
+// CLONE_NEWNET, whatever its directory) and returns its identity.
+func statNetns(path string) (netnsID, error) {
+	var fs unix.Statfs_t
+	if err := unix.Statfs(path, &fs); err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+			return netnsID{}, fmt.Errorf("%s does not exist: %w", path, ErrNetnsGone)
+		}
+		return netnsID{}, fmt.Errorf("statfs %s: %w", path, err)
+	}
+	if fs.Type != unix.NSFS_MAGIC {
+		return netnsID{}, fmt.Errorf("%s is not a network namespace (filesystem magic %#x): %w", path, fs.Type, ErrNetnsGone)
+	}
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return netnsID{}, fmt.Errorf("%s does not exist: %w", path, ErrNetnsGone)
+		}
+		return netnsID{}, fmt.Errorf("open %s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	typ, err := unix.IoctlRetInt(fd, unix.NS_GET_NSTYPE)
+	if err != nil {
+		return netnsID{}, fmt.Errorf("namespace type of %s: %w", path, err)
+	}
+	if typ != unix.CLONE_NEWNET {
+		return netnsID{}, fmt.Errorf("%s is a namespace but not a network namespace: %w", path, ErrNetnsGone)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return netnsID{}, fmt.Errorf("stat %s: %w", path, err)
+	}
+	return netnsID{dev: st.Dev, ino: st.Ino}, nil
+}
+
+// inNetns runs fn on a thread in the netns at path, with an executor whose
+// commands inherit that netns.
+func (m *Manager) inNetns(ctx context.Context, path string, fn func(*executor) error) error {
+	err := ns.WithNetNSPath(path, func(ns.NetNS) error {
+		var st unix.Stat_t
+		if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+			return fmt.Errorf("stat own netns: %w", err)
+		}
+		return fn(&executor{ctx: ctx, m: m, id: netnsID{dev: st.Dev, ino: st.Ino}})
+	})
+	var notExist ns.NSPathNotExistErr
+	var notNS ns.NSPathNotNSErr
+	if errors.As(err, &notExist) || errors.As(err, &notNS) {
+		return fmt.Errorf("%w: %w", ErrNetnsGone, err)
+	}
+	return err
+}
+
+// executor runs commands in a netns; it lives on the locked thread of one
+// inNetns call.
+type executor struct {
+	ctx context.Context
+	m   *Manager
+	id  netnsID
+}
+
+// run runs bin with args and stdin, returning its stdout.
+func (x *executor) run(stdin, bin string, args ...string) (string, error) {
+	if err := x.ctx.Err(); err != nil {
+		return "", err
+	}
+	x.m.execs.Add(1)
+	cmd := exec.CommandContext(x.ctx, bin, args...)
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("%s %s: %w: %s", filepath.Base(bin), strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
+}
+
+func (x *executor) restore(f family, in string) error {
+	_, err := x.run(in, x.m.bins.restore[f], "--noflush")
+	return err
+}
+
+func (x *executor) ipsetRestore(in string) error {
+	_, err := x.run(in, x.m.bins.ipset, "-exist", "restore")
+	return err
+}
+
+// inspect reads the podwall part of the netns: both filter tables and the
+// podwall sets.
+func (x *executor) inspect() (*observed, error) {
+	got := &observed{}
+	for _, f := range families {
+		out, err := x.run("", x.m.bins.save[f], "-t", "filter")
+		if err != nil {
+			return nil, err
+		}
+		if got.tables[f], err = parseSave(out); err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.Base(x.m.bins.save[f]), err)
+		}
+	}
+	out, err := x.run("", x.m.bins.ipset, "save")
+	if err != nil {
+		return nil, err
+	}
+	if got.sets, err = parseIPSetSave(out); err != nil {
+		return nil, err
+	}
+	return got, nil
+}
+
+// swapMembers replaces the members of the sets that changed, keeping rules
+// and set names.
+func (x *executor) swapMembers(s *netnsState, want *rendered) error {
+	var changed []Set
+	for i, set := range want.sets {
+		if !slices.Equal(set.Members, s.applied.sets[i].Members) {
+			changed = append(changed, set)
+		}
+	}
+	if err := x.ipsetRestore(renderSetSwap(changed)); err != nil {
+		s.forget() // some sets may be swapped: inspect next time
+		var temps []string
+		for _, set := range changed {
+			temps = append(temps, set.Name+setTempSuffix)
+		}
+		_, derr := x.destroySets(temps)
+		return errors.Join(fmt.Errorf("swap set members: %w", err), derr)
+	}
+	s.applied = want
+	return x.destroyStale(s)
+}
+
+// switchGeneration moves the netns from cur (its rules) and curSets (its
+// podwall sets) to want, a new generation: create and fill want's sets,
+// switch each family's rules in one transaction, destroy the old sets.
+func (x *executor) switchGeneration(s *netnsState, want *rendered, cur [2]table, curSets []string) error {
+	var newSets []string
+	for _, set := range want.sets {
+		newSets = append(newSets, set.Name)
+	}
+	if len(want.sets) > 0 {
+		if err := x.ipsetRestore(renderSetCreation(want.sets)); err != nil {
+			s.forget() // the old firewall is in force; inspect next time
+			_, derr := x.destroySets(newSets)
+			return errors.Join(fmt.Errorf("create sets of generation %d: %w", want.gen, err), derr)
+		}
+	}
+	switched := false
+	for _, f := range families {
+		in := renderTransition(want.tables[f], cur[f])
+		if in == "" {
+			continue
+		}
+		if err := x.restore(f, in); err != nil {
+			err = fmt.Errorf("switch %s rules to generation %d: %w", f, want.gen, err)
+			if switched {
+				// One family runs the new generation, this one the old:
+				// both are complete firewalls. Inspect and converge next time.
+				s.forget()
+				return err
+			}
+			s.forget() // the old firewall is in force; inspect next time
+			_, derr := x.destroySets(newSets)
+			return errors.Join(err, derr)
+		}
+		switched = true
+	}
+	var old []string
+	for _, name := range curSets {
+		if !slices.Contains(newSets, name) {
+			old = append(old, name)
+		}
+	}
+	s.remember(x.id, want.gen, want, old)
+	return x.destroyStale(s)
+}
+
+// destroyStale destroys the old sets that are left over, if any.
+func (x *executor) destroyStale(s *netnsState) error {
+	if len(s.stale) == 0 {
+		return nil
+	}
+	left, err := x.destroySets(s.stale)
+	s.stale = left
+	if err != nil {
+		return fmt.Errorf("destroy old sets (the firewall is in force): %w", err)
+	}
+	return nil
+}
+
+// destroySets destroys the named sets, missing ones included. The kernel
+// may release a set a moment after the rules using it are gone, so sets
+// still in use are retried for a short while. It returns the sets it could
+// not destroy.
+func (x *executor) destroySets(names []string) ([]string, error) {
+	if len(names) == 0 {
+		return nil, nil
+	}
+	err := x.ipsetRestore(renderSetDestruction(names))
+	if err == nil {
+		return nil, nil
+	}
+	left := names
+	for _, wait := range []time.Duration{0, 10 * time.Millisecond, 50 * time.Millisecond, 200 * time.Millisecond} {
+		if wait > 0 {
+			select {
+			case <-time.After(wait):
+			case <-x.ctx.Done():
+				return left, x.ctx.Err()
+			}
+		}
+		var next []string
+		for _, name := range left {
+			if _, err = x.run("", x.m.bins.ipset, "-exist", "destroy", name); err != nil {
+				next = append(next, name)
+			}
+		}
+		if left = next; len(left) == 0 {
+			return nil, nil
+		}
+	}
+	return left, err
+}
