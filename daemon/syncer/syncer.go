@@ -1,0 +1,546 @@
+// Package syncer owns the local attachments and keeps each one's firewall equal
+// to what the policy compiler says it should be. It is the only caller of the
+// dataplane's Apply and Remove: CNI ADD/DEL/CHECK/GC arrive here from the gRPC
+// server, source changes arrive as Trigger calls, and one coalescing loop
+// recompiles and applies the pods whose firewall changed.
+//
+// It imports the policy compiler, the dataplane and the checkpoint; it must not
+// import a concrete source or the gRPC server.
+package syncer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"reflect"
+	"slices"
+	"sort"
+	gosync "sync"
+	"time"
+
+	"github.com/podwall/podwall/daemon/checkpoint"
+	"github.com/podwall/podwall/daemon/dataplane"
+	"github.com/podwall/podwall/daemon/policy"
+	"github.com/podwall/podwall/daemon/source"
+)
+
+// Source is where the cluster state comes from (the manifests directory or
+// the Kubernetes API).
+type Source interface {
+	// Name describes the source for status output.
+	Name() string
+	// State is a snapshot of the cluster; callers must not mutate it.
+	State() *policy.State
+	// Pod returns the pod a CNI ADD names, consulting the origin when the
+	// snapshot does not have it yet. (nil, nil) means the source does not know
+	// the pod; an error means it could not tell (the ADD should be retried).
+	Pod(ctx context.Context, namespace, name string) (*policy.Pod, error)
+	// Errors lists inputs the source currently cannot use.
+	Errors() []source.Error
+}
+
+// Dataplane applies firewalls inside pod network namespaces.
+type Dataplane interface {
+	Apply(ctx context.Context, netnsPath string, spec dataplane.Spec) error
+	Remove(ctx context.Context, netnsPath string) error
+	Check(ctx context.Context, netnsPath string, spec dataplane.Spec) error
+	Inspect(ctx context.Context, netnsPath string) (*dataplane.Ruleset, error)
+	Forget(netnsPath string)
+}
+
+// ErrNotFound is returned for an attachment or pod the syncer does not have.
+var ErrNotFound = errors.New("not found")
+
+// Options configure a Syncer.
+type Options struct {
+	NodeName string
+	Source   Source
+	Data     Dataplane
+	Store    *checkpoint.Store
+	Log      *slog.Logger
+	// NodeAddrs returns the node's own addresses (allowed into every pod).
+	NodeAddrs func() ([]netip.Addr, error)
+}
+
+// attachment is one CNI attachment this node serves, with what was last
+// applied to it.
+type attachment struct {
+	rec checkpoint.Attachment
+	ips []netip.Addr
+	gws []netip.Addr
+
+	mu       gosync.Mutex // serializes applies to this attachment
+	applied  *policy.Firewall
+	nodeAddr []netip.Addr
+	gen      uint64 // state generation the applied firewall was compiled from
+	lastErr  error
+}
+
+// Syncer keeps every local pod's firewall in sync.
+type Syncer struct {
+	opts    Options
+	log     *slog.Logger
+	trigger chan struct{}
+
+	mu       gosync.Mutex
+	atts     map[string]*attachment
+	stateGen uint64 // bumped on every change of the inputs
+
+	stats Stats
+}
+
+// Stats are counters for the status API.
+type Stats struct {
+	Syncs         int64
+	SyncErrors    int64
+	LastSync      time.Time
+	LastSyncError string
+	Problems      []string
+}
+
+// New returns a Syncer; call Restore, then Run.
+func New(opts Options) *Syncer {
+	log := opts.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Syncer{
+		opts:    opts,
+		log:     log,
+		trigger: make(chan struct{}, 1),
+		atts:    map[string]*attachment{},
+	}
+}
+
+// Trigger asks the sync loop to recompile every local pod. It never blocks;
+// triggers that arrive while a sync is pending coalesce into one.
+func (s *Syncer) Trigger() {
+	s.mu.Lock()
+	s.stateGen++
+	s.mu.Unlock()
+	select {
+	case s.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// Run is the sync loop: it syncs every local pod after each trigger and every
+// resync period, until ctx ends.
+func (s *Syncer) Run(ctx context.Context, resync time.Duration) {
+	tick := time.NewTicker(resync)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.trigger:
+		case <-tick.C:
+			s.refreshNodeAddrs()
+		}
+		s.SyncAll(ctx)
+	}
+}
+
+// refreshNodeAddrs bumps the generation so the periodic sync re-reads the
+// node's addresses (an address added to the host must be allowed in).
+func (s *Syncer) refreshNodeAddrs() {
+	s.mu.Lock()
+	s.stateGen++
+	s.mu.Unlock()
+}
+
+// Restore loads the checkpoint and re-applies every attachment whose netns
+// still exists. The rules of the previous run stay in force in each netns
+// until the new ones replace them in one transaction, so no pod is ever open.
+func (s *Syncer) Restore(ctx context.Context) error {
+	recs, err := s.opts.Store.Load()
+	if err != nil {
+		return fmt.Errorf("load checkpoint: %w", err)
+	}
+	s.mu.Lock()
+	for _, rec := range recs {
+		a, err := newAttachment(rec)
+		if err != nil {
+			s.log.Error("dropping unusable checkpoint entry", "attachment", rec.Key(), "err", err)
+			continue
+		}
+		s.atts[rec.Key()] = a
+	}
+	s.stateGen++
+	s.mu.Unlock()
+	s.log.Info("checkpoint loaded", "attachments", len(recs))
+	s.SyncAll(ctx)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.saveLocked()
+}
+
+func newAttachment(rec checkpoint.Attachment) (*attachment, error) {
+	a := &attachment{rec: rec}
+	for _, c := range rec.IPs {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return nil, fmt.Errorf("ip %q: %w", c, err)
+		}
+		a.ips = append(a.ips, p.Addr())
+	}
+	for _, g := range rec.Gateways {
+		ip, err := netip.ParseAddr(g)
+		if err != nil {
+			return nil, fmt.Errorf("gateway %q: %w", g, err)
+		}
+		a.gws = append(a.gws, ip)
+	}
+	return a, nil
+}
+
+// Add records a new attachment and installs its complete firewall before it
+// returns. Other local pods that may now select it are synced afterwards.
+func (s *Syncer) Add(ctx context.Context, rec checkpoint.Attachment) error {
+	a, err := newAttachment(rec)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if _, err := s.opts.Source.Pod(ctx, rec.Namespace, rec.Name); err != nil {
+		return fmt.Errorf("look up pod %s/%s: %w: %w", rec.Namespace, rec.Name, ErrUnavailable, err)
+	}
+	s.mu.Lock()
+	if old, ok := s.atts[rec.Key()]; ok && old.rec.Netns != rec.Netns {
+		s.opts.Data.Forget(old.rec.Netns)
+	}
+	if old, ok := s.atts[rec.Key()]; ok {
+		// ADD twice for the same attachment: keep what was applied, so an
+		// identical firewall is not rewritten.
+		old.mu.Lock()
+		a.applied, a.nodeAddr, a.gen = old.applied, old.nodeAddr, old.gen
+		old.mu.Unlock()
+	}
+	s.atts[rec.Key()] = a
+	s.stateGen++
+	gen := s.stateGen
+	saveErr := s.saveLocked()
+	s.mu.Unlock()
+	if saveErr != nil {
+		s.forget(rec.Key(), a)
+		return fmt.Errorf("save checkpoint: %w", saveErr)
+	}
+
+	fws, problems := s.compile([]*attachment{a})
+	s.noteProblems(problems)
+	if err := s.apply(ctx, a, fws[rec.Key()], gen); err != nil {
+		return err
+	}
+	s.Trigger()
+	return nil
+}
+
+// ErrInvalid marks a request the daemon cannot use.
+var ErrInvalid = errors.New("invalid request")
+
+// ErrUnavailable marks a request the daemon cannot serve yet; retrying later
+// may succeed.
+var ErrUnavailable = errors.New("not available yet")
+
+func (s *Syncer) forget(key string, a *attachment) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.atts[key] == a {
+		delete(s.atts, key)
+		s.stateGen++
+	}
+}
+
+// Del forgets an attachment and removes its rules if its netns still exists.
+// netns is the path the runtime passed with DEL: rules are removed only when it
+// is the attachment's own netns (empty means the runtime says it is gone), so a
+// recycled path (/proc/<pid>/ns/net) never loses another pod's rules. Del
+// succeeds when the netns is gone or the attachment is unknown. Before it
+// returns, every other local pod stops allowing the deleted pod's addresses,
+// so a pod that reuses them inherits nothing.
+func (s *Syncer) Del(ctx context.Context, key, netns string) error {
+	s.mu.Lock()
+	a, ok := s.atts[key]
+	if ok {
+		delete(s.atts, key)
+		s.stateGen++
+	}
+	saveErr := s.saveLocked()
+	s.mu.Unlock()
+	if !ok {
+		return saveErr
+	}
+	a.mu.Lock()
+	var err error
+	if netns != "" && netns == a.rec.Netns {
+		err = s.opts.Data.Remove(ctx, a.rec.Netns)
+	}
+	s.opts.Data.Forget(a.rec.Netns)
+	a.mu.Unlock()
+	if err != nil && !errors.Is(err, dataplane.ErrNetnsGone) {
+		s.log.Warn("remove rules on DEL", "pod", a.rec.Namespace+"/"+a.rec.Name, "containerID", a.rec.ContainerID, "err", err)
+	}
+	s.SyncAll(ctx)
+	return saveErr
+}
+
+// Check verifies the attachment's rules equal the desired firewall.
+func (s *Syncer) Check(ctx context.Context, key string) error {
+	s.mu.Lock()
+	a, ok := s.atts[key]
+	s.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("attachment %s: %w", key, ErrNotFound)
+	}
+	fws, _ := s.compile([]*attachment{a})
+	spec, err := s.spec(a, fws[key])
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return s.opts.Data.Check(ctx, a.rec.Netns, spec)
+}
+
+// GC removes every attachment of network that is not in valid (keys).
+func (s *Syncer) GC(ctx context.Context, network string, valid map[string]bool) ([]checkpoint.Attachment, error) {
+	s.mu.Lock()
+	var stale []checkpoint.Attachment
+	for key, a := range s.atts {
+		if a.rec.Network == network && !valid[key] {
+			stale = append(stale, a.rec)
+		}
+	}
+	s.mu.Unlock()
+	sort.Slice(stale, func(i, j int) bool { return stale[i].Key() < stale[j].Key() })
+	var errs []error
+	for _, rec := range stale {
+		// The runtime no longer knows these containers; their netns paths may
+		// have been recycled, so their rules are not touched.
+		if err := s.Del(ctx, rec.Key(), ""); err != nil {
+			errs = append(errs, fmt.Errorf("gc %s: %w", rec.Key(), err))
+		}
+	}
+	return stale, errors.Join(errs...)
+}
+
+// SyncAll recompiles every local pod and applies those whose firewall changed.
+func (s *Syncer) SyncAll(ctx context.Context) {
+	start := time.Now()
+	s.mu.Lock()
+	gen := s.stateGen
+	atts := make([]*attachment, 0, len(s.atts))
+	for _, a := range s.atts {
+		atts = append(atts, a)
+	}
+	s.mu.Unlock()
+
+	fws, problems := s.compile(atts)
+	s.noteProblems(problems)
+	var applied, failed int
+	var errs []error
+	for _, a := range atts {
+		changed, err := s.applyIfChanged(ctx, a, fws[a.rec.Key()], gen)
+		if changed {
+			applied++
+		}
+		if errors.Is(err, dataplane.ErrNetnsGone) {
+			// The runtime removed the sandbox without a DEL reaching us
+			// (e.g. while the daemon was down): nothing is left to protect.
+			s.log.Warn("netns gone, forgetting attachment", "pod", a.rec.Namespace+"/"+a.rec.Name,
+				"containerID", a.rec.ContainerID, "netns", a.rec.Netns)
+			s.forget(a.rec.Key(), a)
+			s.opts.Data.Forget(a.rec.Netns)
+			s.mu.Lock()
+			if err := s.saveLocked(); err != nil {
+				errs = append(errs, fmt.Errorf("save checkpoint: %w", err))
+			}
+			s.mu.Unlock()
+			continue
+		}
+		if err != nil {
+			failed++
+			errs = append(errs, err)
+		}
+	}
+	s.mu.Lock()
+	s.stats.Syncs++
+	s.stats.LastSync = time.Now()
+	if len(errs) > 0 {
+		s.stats.SyncErrors++
+		s.stats.LastSyncError = errors.Join(errs...).Error()
+	} else {
+		s.stats.LastSyncError = ""
+	}
+	s.mu.Unlock()
+	s.log.Info("sync", "pods", len(atts), "applied", applied, "failed", failed, "duration", time.Since(start).Round(time.Microsecond))
+}
+
+// compile runs the compiler over the current state for the given attachments.
+func (s *Syncer) compile(targets []*attachment) (map[string]*policy.Firewall, []error) {
+	state, locals := s.localState(targets)
+	res := policy.Compile(state, locals)
+	return res.Firewalls, res.Problems
+}
+
+// localState merges the source's state with the local attachments: a local
+// pod's addresses are those of its CNI result (which may be earlier than the
+// source knows them), and a pod the source does not know is a pod with no
+// labels and no ports.
+func (s *Syncer) localState(targets []*attachment) (*policy.State, []policy.LocalPod) {
+	src := s.opts.Source.State()
+	s.mu.Lock()
+	all := make([]*attachment, 0, len(s.atts))
+	for _, a := range s.atts {
+		all = append(all, a)
+	}
+	s.mu.Unlock()
+
+	byKey := make(map[string]*policy.Pod, len(src.Pods))
+	for _, p := range src.Pods {
+		byKey[p.Key()] = p
+	}
+	local := map[string]*policy.Pod{} // pod key -> merged pod
+	podFor := func(a *attachment) *policy.Pod {
+		k := a.rec.Namespace + "/" + a.rec.Name
+		if p, ok := local[k]; ok {
+			p.IPs = appendUnique(p.IPs, a.ips...)
+			return p
+		}
+		var p policy.Pod
+		if known := byKey[k]; known != nil {
+			p = *known
+		} else {
+			p = policy.Pod{Namespace: a.rec.Namespace, Name: a.rec.Name, UID: a.rec.UID, Phase: "Running"}
+		}
+		p.IPs = slices.Clone(a.ips)
+		p.NodeName = s.opts.NodeName
+		p.Phase = "Running"
+		p.Deleting = false
+		local[k] = &p
+		return &p
+	}
+	for _, a := range all {
+		podFor(a)
+	}
+	pods := make([]*policy.Pod, 0, len(src.Pods)+len(local))
+	for _, p := range src.Pods {
+		if _, ok := local[p.Key()]; !ok {
+			pods = append(pods, p)
+		}
+	}
+	for _, p := range local {
+		pods = append(pods, p)
+	}
+	state := &policy.State{Namespaces: src.Namespaces, Pods: pods, Policies: src.Policies}
+	locals := make([]policy.LocalPod, 0, len(targets))
+	for _, a := range targets {
+		locals = append(locals, policy.LocalPod{Key: a.rec.Key(), Pod: local[a.rec.Namespace+"/"+a.rec.Name]})
+	}
+	return state, locals
+}
+
+func appendUnique(dst []netip.Addr, add ...netip.Addr) []netip.Addr {
+	for _, ip := range add {
+		if !slices.Contains(dst, ip) {
+			dst = append(dst, ip)
+		}
+	}
+	return dst
+}
+
+func (s *Syncer) noteProblems(problems []error) {
+	msgs := make([]string, 0, len(problems))
+	for _, p := range problems {
+		msgs = append(msgs, p.Error())
+	}
+	s.mu.Lock()
+	changed := !slices.Equal(msgs, s.stats.Problems)
+	s.stats.Problems = msgs
+	s.mu.Unlock()
+	if changed {
+		for _, m := range msgs {
+			s.log.Warn("policy problem", "err", m)
+		}
+	}
+}
+
+// spec builds the dataplane input for an attachment.
+func (s *Syncer) spec(a *attachment, fw *policy.Firewall) (dataplane.Spec, error) {
+	addrs, err := s.nodeAddrs(a)
+	if err != nil {
+		return dataplane.Spec{}, err
+	}
+	return dataplane.Spec{Pod: a.rec.Namespace + "/" + a.rec.Name, Firewall: fw, NodeAddrs: addrs}, nil
+}
+
+func (s *Syncer) nodeAddrs(a *attachment) ([]netip.Addr, error) {
+	var addrs []netip.Addr
+	if s.opts.NodeAddrs != nil {
+		host, err := s.opts.NodeAddrs()
+		if err != nil {
+			return nil, fmt.Errorf("node addresses: %w", err)
+		}
+		addrs = append(addrs, host...)
+	}
+	addrs = appendUnique(addrs, a.gws...)
+	slices.SortFunc(addrs, func(x, y netip.Addr) int { return x.Compare(y) })
+	return slices.Compact(addrs), nil
+}
+
+func (s *Syncer) applyIfChanged(ctx context.Context, a *attachment, fw *policy.Firewall, gen uint64) (bool, error) {
+	a.mu.Lock()
+	same := a.applied != nil && a.lastErr == nil && reflect.DeepEqual(a.applied, fw)
+	a.mu.Unlock()
+	if same {
+		addrs, err := s.nodeAddrs(a)
+		if err == nil {
+			a.mu.Lock()
+			same = slices.Equal(addrs, a.nodeAddr)
+			a.mu.Unlock()
+		}
+		if same {
+			return false, nil
+		}
+	}
+	return true, s.apply(ctx, a, fw, gen)
+}
+
+// apply installs fw for a, unless a newer generation was applied meanwhile.
+func (s *Syncer) apply(ctx context.Context, a *attachment, fw *policy.Firewall, gen uint64) error {
+	if fw == nil {
+		fw = &policy.Firewall{}
+	}
+	spec, err := s.spec(a, fw)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.applied != nil && a.gen > gen {
+		return nil // a newer state is already in force
+	}
+	start := time.Now()
+	err = s.opts.Data.Apply(ctx, a.rec.Netns, spec)
+	pod := a.rec.Namespace + "/" + a.rec.Name
+	if err != nil {
+		a.lastErr = err
+		s.log.Error("apply firewall", "pod", pod, "containerID", a.rec.ContainerID, "err", err)
+		return fmt.Errorf("apply firewall for %s: %w", pod, err)
+	}
+	a.applied, a.nodeAddr, a.gen, a.lastErr = fw, spec.NodeAddrs, gen, nil
+	s.log.Info("applied", "pod", pod, "containerID", a.rec.ContainerID,
+		"ingressIsolated", fw.Ingress.Isolated, "egressIsolated", fw.Egress.Isolated,
+		"ingressRules", len(fw.Ingress.Rules), "egressRules", len(fw.Egress.Rules),
+		"duration", time.Since(start).Round(time.Microsecond))
+	return nil
+}
+
+func (s *Syncer) saveLocked() error {
+	recs := make([]checkpoint.Attachment, 0, len(s.atts))
+	for _, a := range s.atts {
+		recs = append(recs, a.rec)
+	}
+	return s.opts.Store.Save(recs)
+}
