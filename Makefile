@@ -21,10 +21,7 @@ build:
 # The reference plugins the test bed chains podwall after (ptp stands in for a
 # VPC-ENI plugin), built from the containernetworking/plugins module in go.mod.
 cni-plugins: build
-	@mkdir -p $(CNI_BIN)
-	$(GO) build -trimpath -o $(CNI_BIN)/ptp github.com/containernetworking/plugins/plugins/main/ptp
-	$(GO) build -trimpath -o $(CNI_BIN)/host-local github.com/containernetworking/plugins/plugins/ipam/host-local
-	$(GO) build -trimpath -o $(CNI_BIN)/loopback github.com/containernetworking/plugins/plugins/main/loopback
+	$(GO) run ./test/cmd/cni-plugins -dir $(CNI_BIN)
 	cp $(BIN)/podwall $(CNI_BIN)/podwall
 
 # Debian packages the dataplane and the tests need (iptables on nf_tables,
@@ -51,7 +48,7 @@ vet:
 # Everything CI runs: prerequisites, build, vet, generated-code check, unit and
 # privileged end-to-end tests (root), and a bounded fuzz run of each target.
 test: prereqs cni-plugins vet check-generated
-	PODWALL_BIN=$(CURDIR)/$(BIN) PODWALL_CNI_BIN=$(CURDIR)/$(CNI_BIN) \
+	PODWALL_BIN=$(CURDIR)/$(BIN) PODWALL_CNI_BIN_DIR=$(CURDIR)/$(CNI_BIN) \
 		$(GO) test -count=1 -timeout 30m ./...
 	$(MAKE) fuzz
 
