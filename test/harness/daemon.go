@@ -72,7 +72,9 @@ func (d *Daemon) Start(ctx context.Context, extraArgs ...string) error {
 	}, extraArgs...)
 	cmd := exec.Command(filepath.Join(d.BinDir, "podwalld"), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// No Pdeathsig: it fires when the forking *thread* exits, and threads
+	// that switched network namespaces are thrown away by design. Callers
+	// stop the daemon themselves (defer / t.Cleanup).
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("start podwalld: %w", err)
@@ -161,6 +163,9 @@ func (d *Daemon) WriteManifest(name, content string) error {
 
 // RemoveManifest removes DIR/name; a missing file is not an error.
 func (d *Daemon) RemoveManifest(name string) error {
+	if name == "" || filepath.Base(name) != name {
+		return fmt.Errorf("manifest name %q is not a file name", name)
+	}
 	err := os.Remove(filepath.Join(d.ManifestsDir, name))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
