@@ -9,6 +9,7 @@
 package syncer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +20,9 @@ import (
 	"sort"
 	gosync "sync"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podwall/podwall/daemon/checkpoint"
 	"github.com/podwall/podwall/daemon/dataplane"
@@ -71,11 +75,25 @@ type attachment struct {
 	ips []netip.Addr
 	gws []netip.Addr
 
+	// looked is the pod the source's lookup returned on ADD, used until the
+	// source's snapshot has the pod (guarded by Syncer.mu).
+	looked *policy.Pod
+
 	mu       gosync.Mutex // serializes applies to this attachment
 	applied  *policy.Firewall
 	nodeAddr []netip.Addr
 	gen      uint64 // state generation the applied firewall was compiled from
 	lastErr  error
+	// retired is set once the attachment is deleted or replaced: nothing is
+	// applied to its netns any more, whatever syncs are still in flight.
+	retired bool
+}
+
+// retire marks a as deleted or replaced, waiting for an apply in progress.
+func (a *attachment) retire() {
+	a.mu.Lock()
+	a.retired = true
+	a.mu.Unlock()
 }
 
 // Syncer keeps every local pod's firewall in sync.
@@ -203,33 +221,43 @@ func (s *Syncer) Add(ctx context.Context, rec checkpoint.Attachment) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	if _, err := s.opts.Source.Pod(ctx, rec.Namespace, rec.Name); err != nil {
+	looked, err := s.opts.Source.Pod(ctx, rec.Namespace, rec.Name)
+	if err != nil {
 		return fmt.Errorf("look up pod %s/%s: %w: %w", rec.Namespace, rec.Name, ErrUnavailable, err)
 	}
+	a.looked = looked
+	key := rec.Key()
 	s.mu.Lock()
-	if old, ok := s.atts[rec.Key()]; ok && old.rec.Netns != rec.Netns {
-		s.opts.Data.Forget(old.rec.Netns)
+	old := s.atts[key]
+	s.atts[key] = a
+	if err := s.saveLocked(); err != nil {
+		if old != nil {
+			s.atts[key] = old
+		} else {
+			delete(s.atts, key)
+		}
+		s.mu.Unlock()
+		return fmt.Errorf("save checkpoint: %w", err)
 	}
-	if old, ok := s.atts[rec.Key()]; ok {
-		// ADD twice for the same attachment: keep what was applied, so an
-		// identical firewall is not rewritten.
-		old.mu.Lock()
-		a.applied, a.nodeAddr, a.gen = old.applied, old.nodeAddr, old.gen
-		old.mu.Unlock()
-	}
-	s.atts[rec.Key()] = a
 	s.stateGen++
 	gen := s.stateGen
-	saveErr := s.saveLocked()
 	s.mu.Unlock()
-	if saveErr != nil {
-		s.forget(rec.Key(), a)
-		return fmt.Errorf("save checkpoint: %w", saveErr)
+	if old != nil {
+		// ADD twice for the same attachment: the new record replaces the
+		// old one, and no sync still holding the old one may write to its
+		// netns after this ADD applied.
+		old.retire()
+		if old.rec.Netns != rec.Netns {
+			s.opts.Data.Forget(old.rec.Netns)
+		}
 	}
 
 	fws, problems := s.compile([]*attachment{a})
 	s.noteProblems(problems)
-	if err := s.apply(ctx, a, fws[rec.Key()], gen); err != nil {
+	if err := s.apply(ctx, a, fws[key], gen); err != nil {
+		if errors.Is(err, errRetired) {
+			return fmt.Errorf("add %s: %w: deleted or replaced while it was being added", key, ErrUnavailable)
+		}
 		return err
 	}
 	s.Trigger()
@@ -243,13 +271,21 @@ var ErrInvalid = errors.New("invalid request")
 // may succeed.
 var ErrUnavailable = errors.New("not available yet")
 
-func (s *Syncer) forget(key string, a *attachment) {
+// errRetired is returned by apply for an attachment that was deleted or
+// replaced meanwhile.
+var errRetired = errors.New("attachment retired")
+
+// forget drops a if it is still the attachment recorded under key and
+// rewrites the checkpoint; it reports whether it dropped a.
+func (s *Syncer) forget(key string, a *attachment) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.atts[key] == a {
-		delete(s.atts, key)
-		s.stateGen++
+	if s.atts[key] != a {
+		return false, nil
 	}
+	delete(s.atts, key)
+	s.stateGen++
+	return true, s.saveLocked()
 }
 
 // Del forgets an attachment and removes its rules if its netns still exists.
@@ -272,6 +308,7 @@ func (s *Syncer) Del(ctx context.Context, key, netns string) error {
 		return saveErr
 	}
 	a.mu.Lock()
+	a.retired = true
 	var err error
 	if netns != "" && netns == a.rec.Netns {
 		err = s.opts.Data.Remove(ctx, a.rec.Netns)
@@ -294,7 +331,11 @@ func (s *Syncer) Check(ctx context.Context, key string) error {
 		return fmt.Errorf("attachment %s: %w", key, ErrNotFound)
 	}
 	fws, _ := s.compile([]*attachment{a})
-	spec, err := s.spec(a, fws[key])
+	fw, ok := fws[key]
+	if !ok {
+		return fmt.Errorf("attachment %s: %w", key, ErrNotFound) // deleted meanwhile
+	}
+	spec, err := s.spec(a, fw)
 	if err != nil {
 		return err
 	}
@@ -303,26 +344,39 @@ func (s *Syncer) Check(ctx context.Context, key string) error {
 	return s.opts.Data.Check(ctx, a.rec.Netns, spec)
 }
 
-// GC removes every attachment of network that is not in valid (keys).
+// GC removes every attachment of network that is not in valid (keys). The
+// runtime no longer knows these containers and their netns paths may have
+// been recycled, so their rules are not touched; the other pods are synced
+// once, before GC returns, so they stop allowing the removed addresses.
 func (s *Syncer) GC(ctx context.Context, network string, valid map[string]bool) ([]checkpoint.Attachment, error) {
 	s.mu.Lock()
-	var stale []checkpoint.Attachment
+	var stale []*attachment
 	for key, a := range s.atts {
 		if a.rec.Network == network && !valid[key] {
-			stale = append(stale, a.rec)
+			stale = append(stale, a)
+			delete(s.atts, key)
 		}
 	}
+	if len(stale) == 0 {
+		s.mu.Unlock()
+		return nil, nil
+	}
+	s.stateGen++
+	saveErr := s.saveLocked()
 	s.mu.Unlock()
-	sort.Slice(stale, func(i, j int) bool { return stale[i].Key() < stale[j].Key() })
-	var errs []error
-	for _, rec := range stale {
-		// The runtime no longer knows these containers; their netns paths may
-		// have been recycled, so their rules are not touched.
-		if err := s.Del(ctx, rec.Key(), ""); err != nil {
-			errs = append(errs, fmt.Errorf("gc %s: %w", rec.Key(), err))
-		}
+	recs := make([]checkpoint.Attachment, 0, len(stale))
+	for _, a := range stale {
+		a.retire()
+		s.opts.Data.Forget(a.rec.Netns)
+		s.log.Info("gc: forgot attachment", "pod", a.rec.Namespace+"/"+a.rec.Name, "containerID", a.rec.ContainerID, "attachment", a.rec.Key())
+		recs = append(recs, a.rec)
 	}
-	return stale, errors.Join(errs...)
+	sort.Slice(recs, func(i, j int) bool { return recs[i].Key() < recs[j].Key() })
+	s.SyncAll(ctx)
+	if saveErr != nil {
+		return recs, fmt.Errorf("gc: save checkpoint: %w", saveErr)
+	}
+	return recs, nil
 }
 
 // SyncAll recompiles every local pod and applies those whose firewall changed.
@@ -340,8 +394,16 @@ func (s *Syncer) SyncAll(ctx context.Context) {
 	s.noteProblems(problems)
 	var applied, failed int
 	var errs []error
+	var gone bool
 	for _, a := range atts {
-		changed, err := s.applyIfChanged(ctx, a, fws[a.rec.Key()], gen)
+		fw, ok := fws[a.rec.Key()]
+		if !ok {
+			continue // deleted or replaced since the snapshot
+		}
+		changed, err := s.applyIfChanged(ctx, a, fw, gen)
+		if errors.Is(err, errRetired) {
+			continue
+		}
 		if changed {
 			applied++
 		}
@@ -350,19 +412,25 @@ func (s *Syncer) SyncAll(ctx context.Context) {
 			// (e.g. while the daemon was down): nothing is left to protect.
 			s.log.Warn("netns gone, forgetting attachment", "pod", a.rec.Namespace+"/"+a.rec.Name,
 				"containerID", a.rec.ContainerID, "netns", a.rec.Netns)
-			s.forget(a.rec.Key(), a)
-			s.opts.Data.Forget(a.rec.Netns)
-			s.mu.Lock()
-			if err := s.saveLocked(); err != nil {
-				errs = append(errs, fmt.Errorf("save checkpoint: %w", err))
+			dropped, saveErr := s.forget(a.rec.Key(), a)
+			if dropped {
+				a.retire()
+				s.opts.Data.Forget(a.rec.Netns)
+				gone = true
 			}
-			s.mu.Unlock()
+			if saveErr != nil {
+				errs = append(errs, fmt.Errorf("save checkpoint: %w", saveErr))
+			}
 			continue
 		}
 		if err != nil {
 			failed++
 			errs = append(errs, err)
 		}
+	}
+	if gone {
+		// The other pods must stop allowing the forgotten pods' addresses.
+		s.Trigger()
 	}
 	s.mu.Lock()
 	s.stats.Syncs++
@@ -386,46 +454,72 @@ func (s *Syncer) compile(targets []*attachment) (map[string]*policy.Firewall, []
 
 // localState merges the source's state with the local attachments: a local
 // pod's addresses are those of its CNI result (which may be earlier than the
-// source knows them), and a pod the source does not know is a pod with no
-// labels and no ports.
+// source knows them), and a pod the source does not know is the pod its ADD
+// lookup returned, else a pod with no labels and no ports. Targets that are
+// no longer attached (deleted or replaced meanwhile) are left out.
 func (s *Syncer) localState(targets []*attachment) (*policy.State, []policy.LocalPod) {
 	src := s.opts.Source.State()
-	s.mu.Lock()
-	all := make([]*attachment, 0, len(s.atts))
-	for _, a := range s.atts {
-		all = append(all, a)
+	if src == nil {
+		src = &policy.State{}
 	}
-	s.mu.Unlock()
-
 	byKey := make(map[string]*policy.Pod, len(src.Pods))
 	for _, p := range src.Pods {
-		byKey[p.Key()] = p
+		if p != nil {
+			byKey[p.Key()] = p
+		}
 	}
+
+	type localAttachment struct {
+		a      *attachment
+		looked *policy.Pod
+	}
+	s.mu.Lock()
+	all := make([]localAttachment, 0, len(s.atts))
+	attached := make(map[*attachment]bool, len(s.atts))
+	for _, a := range s.atts {
+		if a.looked != nil && byKey[a.rec.Namespace+"/"+a.rec.Name] != nil {
+			a.looked = nil // the snapshot has caught up; it is authoritative now
+		}
+		all = append(all, localAttachment{a, a.looked})
+		attached[a] = true
+	}
+	s.mu.Unlock()
+	// Deterministic merge order: a pod with several attachments gets its
+	// addresses in the same order whatever the map order.
+	slices.SortFunc(all, func(x, y localAttachment) int { return cmp.Compare(x.a.rec.Key(), y.a.rec.Key()) })
+
 	local := map[string]*policy.Pod{} // pod key -> merged pod
-	podFor := func(a *attachment) *policy.Pod {
+	for _, la := range all {
+		a := la.a
 		k := a.rec.Namespace + "/" + a.rec.Name
 		if p, ok := local[k]; ok {
 			p.IPs = appendUnique(p.IPs, a.ips...)
-			return p
+			continue
 		}
 		var p policy.Pod
-		if known := byKey[k]; known != nil {
-			p = *known
-		} else {
-			p = policy.Pod{Namespace: a.rec.Namespace, Name: a.rec.Name, UID: a.rec.UID, Phase: "Running"}
+		switch {
+		case byKey[k] != nil:
+			p = *byKey[k]
+		case la.looked != nil:
+			p = *la.looked
+		default:
+			// Unknown to the source: no labels, no ports. It was created
+			// when it was attached, so it wins its addresses over an older
+			// pod that still claims them.
+			p = policy.Pod{Namespace: a.rec.Namespace, Name: a.rec.Name, UID: a.rec.UID,
+				Created: metav1.NewTime(a.rec.Added)}
 		}
 		p.IPs = slices.Clone(a.ips)
 		p.NodeName = s.opts.NodeName
-		p.Phase = "Running"
+		p.Phase = corev1.PodRunning
 		p.Deleting = false
 		local[k] = &p
-		return &p
-	}
-	for _, a := range all {
-		podFor(a)
 	}
 	pods := make([]*policy.Pod, 0, len(src.Pods)+len(local))
 	for _, p := range src.Pods {
+		if p == nil {
+			continue
+		}
 		if _, ok := local[p.Key()]; !ok {
 			pods = append(pods, p)
 		}
@@ -436,6 +530,9 @@ func (s *Syncer) localState(targets []*attachment) (*policy.State, []policy.Loca
 	state := &policy.State{Namespaces: src.Namespaces, Pods: pods, Policies: src.Policies}
 	locals := make([]policy.LocalPod, 0, len(targets))
 	for _, a := range targets {
+		if !attached[a] {
+			continue
+		}
 		locals = append(locals, policy.LocalPod{Key: a.rec.Key(), Pod: local[a.rec.Namespace+"/"+a.rec.Name]})
 	}
 	return state, locals
@@ -509,15 +606,28 @@ func (s *Syncer) applyIfChanged(ctx context.Context, a *attachment, fw *policy.F
 
 // apply installs fw for a, unless a newer generation was applied meanwhile.
 func (s *Syncer) apply(ctx context.Context, a *attachment, fw *policy.Firewall, gen uint64) error {
+	a.mu.Lock()
+	retired := a.retired
+	a.mu.Unlock()
+	if retired {
+		return errRetired
+	}
 	if fw == nil {
-		fw = &policy.Firewall{}
+		// Never fall back to an open firewall.
+		return fmt.Errorf("apply firewall for %s/%s: no firewall compiled", a.rec.Namespace, a.rec.Name)
 	}
 	spec, err := s.spec(a, fw)
 	if err != nil {
-		return err
+		a.mu.Lock()
+		a.lastErr = err
+		a.mu.Unlock()
+		return fmt.Errorf("apply firewall for %s/%s: %w", a.rec.Namespace, a.rec.Name, err)
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.retired {
+		return errRetired
+	}
 	if a.applied != nil && a.gen > gen {
 		return nil // a newer state is already in force
 	}
