@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"reflect"
 	"slices"
 	"sort"
@@ -174,6 +175,18 @@ func (s *Syncer) refreshNodeAddrs() {
 // until the new ones replace them in one transaction, so no pod is ever open.
 func (s *Syncer) Restore(ctx context.Context) error {
 	recs, err := s.opts.Store.Load()
+	if errors.Is(err, checkpoint.ErrCorrupt) {
+		// Refusing to start would stop every new pod on the node. The rules
+		// already in the pods' netns stay in force (closed, possibly stale);
+		// the unreadable file is kept aside for inspection.
+		aside := fmt.Sprintf("%s.corrupt-%d", s.opts.Store.Path(), time.Now().Unix())
+		if renameErr := os.Rename(s.opts.Store.Path(), aside); renameErr != nil {
+			return fmt.Errorf("load checkpoint: %w (and moving it aside failed: %w)", err, renameErr)
+		}
+		s.log.Error("checkpoint unreadable, moved aside; pods attached before are no longer updated until they are re-created",
+			"err", err, "movedTo", aside)
+		recs, err = nil, nil
+	}
 	if err != nil {
 		return fmt.Errorf("load checkpoint: %w", err)
 	}
