@@ -186,11 +186,18 @@ func cmdStatus(args *skel.CmdArgs) error {
 		return err
 	}
 	client, err := dialDaemon(conf.Socket)
-	if err != nil {
-		return err
+	if err == nil {
+		defer client.Close()
+		_, err = call(client, conf.Timeout, client.cni.Status, &podwallv1.StatusRequest{})
 	}
-	defer client.Close()
-	_, err = call(client, conf.Timeout, client.cni.Status, &podwallv1.StatusRequest{})
+	// A failing STATUS makes containerd 2.x report the node's network not
+	// ready: kubelet marks the node NotReady, and after the default 300 s
+	// not-ready toleration its pods are evicted. failOpen, which already
+	// chose availability over isolation for ADD, keeps STATUS green too.
+	if err != nil && conf.FailOpen && errors.Is(err, errDaemonUnreachable) {
+		newLogger("STATUS", args).Warn("failOpen: reporting ready although the daemon is unreachable", "error", err)
+		return nil
+	}
 	return err
 }
 

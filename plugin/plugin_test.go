@@ -687,6 +687,17 @@ func TestStatus(t *testing.T) {
 		t.Errorf("STATUS error lacks the daemon's reason: %s", out.stdout)
 	}
 
+	// failOpen keeps STATUS green when the daemon is unreachable (so the
+	// node is not marked NotReady), and says so on stderr; a daemon that
+	// answers "not serving" still fails STATUS.
+	failOpen := map[string]any{"failOpen": true}
+	out = run(t, statusInvocation(netConf(t, "1.1.0", absentSocket(t), failOpen, "")))
+	out.wantCode(t, 0)
+	if out.stdout != "" || !strings.Contains(out.stderr, "failOpen") {
+		t.Errorf("failOpen STATUS: stdout %q, stderr %q; want a warning on stderr only", out.stdout, out.stderr)
+	}
+	run(t, statusInvocation(netConf(t, "1.1.0", socket, failOpen, ""))).wantCode(t, types.ErrPluginNotAvailable)
+
 	// STATUS is a 1.1.0 verb.
 	run(t, statusInvocation(netConf(t, "1.0.0", socket, nil, ""))).wantCode(t, types.ErrIncompatibleCNIVersion)
 }
