@@ -1,0 +1,572 @@
+// Package kube is the Kubernetes policy source: client-go shared informers
+// watch every Pod of the cluster (peers on other nodes matter), every
+// Namespace and every NetworkPolicy, and the source keeps a stripped copy of
+// them (policy.Pod, policy.Namespace, defaulted and validated
+// NetworkPolicies) that the syncer reads as one snapshot. Events go through
+// a rate-limited work queue to a single worker, which applies each change
+// to the maintained state and calls the caller's changed func, coalescing
+// bursts and skipping updates the compiler cannot see. It may import
+// client-go, daemon/source and daemon/policy; it must not import the
+// syncer, the server or the dataplane.
+//
+// The informers' caches hold stripped objects only (see transform.go), so a
+// node can watch every pod of a large cluster in little memory. After an API
+// outage the informers relist; nothing is flushed meanwhile: State keeps
+// returning the last good state and Ready stays nil once the first sync is
+// done.
+package kube
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	networkinginformers "k8s.io/client-go/informers/networking/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/podwall/podwall/daemon/policy"
+	"github.com/podwall/podwall/daemon/source"
+)
+
+const (
+	// podSyncWait bounds how long Pod waits for the caches' first sync.
+	podSyncWait = 10 * time.Second
+	// settleDelay is how long the worker waits for more events after the
+	// queue ran empty before it calls changed: a burst lands as one call.
+	settleDelay = 100 * time.Millisecond
+	// maxNotifyDelay bounds how long a steady stream of events may defer
+	// the changed call.
+	maxNotifyDelay = time.Second
+	// maxRetries is how often a key whose change could not be applied is
+	// retried (with backoff) before it is dropped.
+	maxRetries = 5
+
+	// nodeIndex indexes pods by spec.nodeName.
+	nodeIndex = "node"
+)
+
+// kind is the type of object a work-queue key names.
+type kind uint8
+
+const (
+	kindPod kind = iota
+	kindNamespace
+	kindPolicy
+)
+
+func (k kind) String() string {
+	switch k {
+	case kindPod:
+		return "Pod"
+	case kindNamespace:
+		return "Namespace"
+	case kindPolicy:
+		return "NetworkPolicy"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// objectKey is what the event handlers put on the work queue.
+type objectKey struct {
+	kind      kind
+	namespace string // empty for Namespaces
+	name      string
+}
+
+// storeKey is the informer store's key: "namespace/name", or "name".
+func (k objectKey) storeKey() string {
+	if k.namespace == "" {
+		return k.name
+	}
+	return k.namespace + "/" + k.name
+}
+
+func (k objectKey) String() string { return k.kind.String() + " " + k.storeKey() }
+
+// watched is this source's handler registration on one informer.
+type watched struct {
+	name         string // "pods", "namespaces", "networkpolicies"
+	registration cache.ResourceEventHandlerRegistration
+}
+
+// Source is the Kubernetes policy source. Its methods are safe for
+// concurrent use; Run must be called once.
+type Source struct {
+	client   kubernetes.Interface
+	nodeName string
+	log      *slog.Logger
+
+	factory    informers.SharedInformerFactory
+	pods       cache.SharedIndexInformer
+	namespaces cache.SharedIndexInformer
+	policies   cache.SharedIndexInformer
+	watched    []watched
+	queue      workqueue.TypedRateLimitingInterface[objectKey]
+	initErr    error // registering the event handlers failed
+
+	running atomic.Bool
+	synced  chan struct{} // closed once the first full state is built
+
+	// Timing; tests shorten them.
+	podSyncWait    time.Duration
+	settleDelay    time.Duration
+	maxNotifyDelay time.Duration
+
+	// processed counts keys the worker applied (tests wait on it).
+	processed atomic.Uint64
+
+	mu         sync.Mutex
+	podSet     *objectSet[*policy.Pod] // by "namespace/name"
+	nsSet      *objectSet[*policy.Namespace]
+	policySet  *objectSet[*networkingv1.NetworkPolicy] // by "namespace/name"
+	policyErrs map[string]source.Error                 // by "namespace/name"
+	// snapshot is what State returns; the list of a kind that changed
+	// since is copied again on the next State call, the others are reused.
+	snapshot *policy.State
+}
+
+// New returns a source that watches the cluster client talks to. nodeName is
+// this node's name (LocalPods). Nothing is watched until Run.
+func New(client kubernetes.Interface, nodeName string, log *slog.Logger) *Source {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Source{
+		client:   client,
+		nodeName: nodeName,
+		log:      log.With("source", "kubernetes"),
+		// No periodic resync: the maintained state follows every event,
+		// and the syncer re-checks the local pods on its own schedule.
+		factory: informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(transform)),
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[objectKey](100*time.Millisecond, 30*time.Second),
+			workqueue.TypedRateLimitingQueueConfig[objectKey]{Name: "podwalld-kubernetes-source"}),
+		synced:         make(chan struct{}),
+		podSyncWait:    podSyncWait,
+		settleDelay:    settleDelay,
+		maxNotifyDelay: maxNotifyDelay,
+		podSet:         newObjectSet(comparePods),
+		nsSet:          newObjectSet(compareNamespaces),
+		policySet:      newObjectSet(comparePolicies),
+		policyErrs:     map[string]source.Error{},
+		snapshot:       &policy.State{},
+	}
+	s.pods = s.factory.InformerFor(&corev1.Pod{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
+		return coreinformers.NewPodInformer(c, metav1.NamespaceAll, resync, cache.Indexers{
+			cache.NamespaceIndex: cache.MetaNamespaceIndexFunc,
+			nodeIndex:            podNodeIndexFunc,
+		})
+	})
+	s.namespaces = s.factory.InformerFor(&corev1.Namespace{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
+		return coreinformers.NewNamespaceInformer(c, resync, cache.Indexers{})
+	})
+	s.policies = s.factory.InformerFor(&networkingv1.NetworkPolicy{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
+		return networkinginformers.NewNetworkPolicyInformer(c, metav1.NamespaceAll, resync, cache.Indexers{
+			cache.NamespaceIndex: cache.MetaNamespaceIndexFunc,
+		})
+	})
+	var errs []error
+	for _, w := range []struct {
+		name     string
+		informer cache.SharedIndexInformer
+		kind     kind
+	}{
+		{"pods", s.pods, kindPod},
+		{"namespaces", s.namespaces, kindNamespace},
+		{"networkpolicies", s.policies, kindPolicy},
+	} {
+		reg, err := w.informer.AddEventHandler(s.handler(w.kind))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("watch %s: %w", w.name, err))
+			continue
+		}
+		s.watched = append(s.watched, watched{name: w.name, registration: reg})
+	}
+	s.initErr = errors.Join(errs...)
+	return s
+}
+
+// podNodeIndexFunc indexes a pod by spec.nodeName (unscheduled pods are not
+// indexed).
+func podNodeIndexFunc(obj any) ([]string, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok || p.Spec.NodeName == "" {
+		return nil, nil
+	}
+	return []string{p.Spec.NodeName}, nil
+}
+
+// Name describes the source for status output.
+func (s *Source) Name() string { return "kubernetes" }
+
+// handler returns the event handler that puts the key of every added,
+// updated or deleted object of kind k on the work queue.
+func (s *Source) handler(k kind) cache.ResourceEventHandler {
+	enqueue := func(obj any) {
+		key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+		if err != nil {
+			s.log.Error("cannot key object from watch", "kind", k.String(), "err", err)
+			return
+		}
+		namespace, name, err := cache.SplitMetaNamespaceKey(key)
+		if err != nil {
+			s.log.Error("cannot split object key from watch", "kind", k.String(), "key", key, "err", err)
+			return
+		}
+		s.queue.Add(objectKey{kind: k, namespace: namespace, name: name})
+	}
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc: enqueue,
+		UpdateFunc: func(oldObj, newObj any) {
+			// A relist reports every object as updated; unchanged ones keep
+			// their resourceVersion.
+			o, okOld := oldObj.(metav1.Object)
+			n, okNew := newObj.(metav1.Object)
+			if okOld && okNew && n.GetResourceVersion() != "" && o.GetResourceVersion() == n.GetResourceVersion() {
+				return
+			}
+			enqueue(newObj)
+		},
+		DeleteFunc: enqueue,
+	}
+}
+
+// Run starts the informers and blocks until ctx ends. Once every cache has
+// synced it builds the first state, marks the source ready and calls
+// changed; after that it calls changed after each change the policy
+// compiler can see. Calls are never concurrent; a burst of events yields
+// one call, made about 100 ms after the burst ends (at most about a second
+// after its first change). Run must be called once.
+func (s *Source) Run(ctx context.Context, changed func()) {
+	if !s.running.CompareAndSwap(false, true) {
+		s.log.Error("Run called twice; ignoring the second call")
+		return
+	}
+	if s.initErr != nil {
+		s.log.Error("cannot watch the API server", "err", s.initErr)
+		return
+	}
+	defer s.factory.Shutdown() // waits for the informers to stop
+	go func() {
+		<-ctx.Done()
+		s.queue.ShutDown()
+	}()
+	s.factory.StartWithContext(ctx)
+	s.log.Info("watching pods, namespaces and networkpolicies", "node", s.nodeName)
+
+	start := time.Now()
+	checkers := make([]cache.DoneChecker, 0, len(s.watched))
+	for _, w := range s.watched {
+		// Done once the informer synced and the handler got every
+		// object of the initial list.
+		checkers = append(checkers, w.registration.HasSyncedChecker())
+	}
+	if !cache.WaitFor(ctx, "", checkers...) {
+		return // ctx ended first
+	}
+	s.buildFirstState()
+	close(s.synced)
+	st := s.State()
+	s.log.Info("caches synced", "pods", len(st.Pods), "namespaces", len(st.Namespaces),
+		"policies", len(st.Policies), "errors", len(s.Errors()), "duration", time.Since(start).Round(time.Millisecond))
+	if ctx.Err() != nil {
+		return
+	}
+	changed()
+	s.work(ctx, changed)
+}
+
+// buildFirstState applies every object the caches hold. The keys the
+// handlers queued meanwhile are applied again by the worker, which then
+// finds nothing changed.
+func (s *Source) buildFirstState() {
+	for _, w := range []struct {
+		informer cache.SharedIndexInformer
+		kind     kind
+	}{{s.namespaces, kindNamespace}, {s.pods, kindPod}, {s.policies, kindPolicy}} {
+		var keys []objectKey
+		for _, key := range w.informer.GetStore().ListKeys() {
+			namespace, name, err := cache.SplitMetaNamespaceKey(key)
+			if err == nil {
+				keys = append(keys, objectKey{kind: w.kind, namespace: namespace, name: name})
+			}
+		}
+		// In list order, each object is appended to the sorted lists.
+		slices.SortFunc(keys, func(a, b objectKey) int {
+			return cmp.Or(cmp.Compare(a.namespace, b.namespace), cmp.Compare(a.name, b.name))
+		})
+		for _, k := range keys {
+			if _, err := s.apply(k); err != nil {
+				s.log.Error("cannot use object", "object", k.String(), "err", err)
+			}
+		}
+	}
+}
+
+// work is the single worker: it applies queued keys until the queue shuts
+// down and calls changed once a burst of changes has settled.
+func (s *Source) work(ctx context.Context, changed func()) {
+	var pendingSince time.Time // first change not yet reported; zero if none
+	for {
+		if !pendingSince.IsZero() {
+			if s.queue.Len() == 0 && time.Since(pendingSince) < s.maxNotifyDelay {
+				// Let the rest of a burst land.
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(s.settleDelay):
+				}
+			}
+			if s.queue.Len() == 0 || time.Since(pendingSince) >= s.maxNotifyDelay {
+				if ctx.Err() != nil {
+					return
+				}
+				changed()
+				pendingSince = time.Time{}
+				continue
+			}
+		}
+		key, shutdown := s.queue.Get()
+		if shutdown {
+			return
+		}
+		dirty, err := s.apply(key)
+		s.processed.Add(1)
+		switch {
+		case err == nil:
+			s.queue.Forget(key)
+		case s.queue.NumRequeues(key) < maxRetries:
+			s.log.Warn("cannot apply change; retrying", "object", key.String(), "err", err)
+			s.queue.AddRateLimited(key)
+		default:
+			s.log.Error("cannot apply change; dropping it", "object", key.String(), "err", err)
+			s.queue.Forget(key)
+		}
+		s.queue.Done(key)
+		if dirty && pendingSince.IsZero() {
+			pendingSince = time.Now()
+		}
+	}
+}
+
+// apply brings the maintained state of the object key names up to date with
+// the informer's cache. It reports whether anything the compiler sees
+// changed.
+func (s *Source) apply(key objectKey) (bool, error) {
+	switch key.kind {
+	case kindPod:
+		return s.applyPod(key)
+	case kindNamespace:
+		return s.applyNamespace(key)
+	case kindPolicy:
+		return s.applyPolicy(key)
+	}
+	return false, fmt.Errorf("unknown kind %v", key.kind)
+}
+
+func (s *Source) applyPod(key objectKey) (bool, error) {
+	k := key.storeKey()
+	obj, exists, err := s.pods.GetIndexer().GetByKey(k)
+	if err != nil {
+		return false, fmt.Errorf("read pod cache: %w", err)
+	}
+	var next *policy.Pod
+	if exists {
+		p, ok := obj.(*corev1.Pod)
+		if !ok {
+			return false, fmt.Errorf("pod cache holds a %T", obj)
+		}
+		next = source.PodFromAPI(p)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if next == nil {
+		return s.podSet.remove(k), nil
+	}
+	if prev, had := s.podSet.get(k); had && samePod(prev, next) {
+		return false, nil // e.g. status conditions or resourceVersion changed
+	}
+	s.podSet.put(k, next)
+	return true, nil
+}
+
+// samePod reports whether a and b are the same to the compiler.
+func samePod(a, b *policy.Pod) bool {
+	if !a.Created.Equal(&b.Created) {
+		return false
+	}
+	x, y := *a, *b
+	x.Created, y.Created = metav1.Time{}, metav1.Time{} // Equal ignores the location
+	return reflect.DeepEqual(x, y)
+}
+
+func (s *Source) applyNamespace(key objectKey) (bool, error) {
+	k := key.storeKey()
+	obj, exists, err := s.namespaces.GetIndexer().GetByKey(k)
+	if err != nil {
+		return false, fmt.Errorf("read namespace cache: %w", err)
+	}
+	var next *policy.Namespace
+	if exists {
+		ns, ok := obj.(*corev1.Namespace)
+		if !ok {
+			return false, fmt.Errorf("namespace cache holds a %T", obj)
+		}
+		next = source.NamespaceFromAPI(ns)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if next == nil {
+		return s.nsSet.remove(k), nil
+	}
+	if prev, had := s.nsSet.get(k); had && reflect.DeepEqual(prev, next) {
+		return false, nil
+	}
+	s.nsSet.put(k, next)
+	return true, nil
+}
+
+// applyPolicy keeps a policy the API accepted but podwall cannot use out of
+// the state and reports it in Errors.
+func (s *Source) applyPolicy(key objectKey) (bool, error) {
+	k := key.storeKey()
+	obj, exists, err := s.policies.GetIndexer().GetByKey(k)
+	if err != nil {
+		return false, fmt.Errorf("read networkpolicy cache: %w", err)
+	}
+	var next *networkingv1.NetworkPolicy
+	var invalid error
+	if exists {
+		np, ok := obj.(*networkingv1.NetworkPolicy)
+		if !ok {
+			return false, fmt.Errorf("networkpolicy cache holds a %T", obj)
+		}
+		next, invalid = source.PolicyFromAPI(np)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	prevErr, hadErr := s.policyErrs[k]
+	switch {
+	case invalid != nil:
+		e := source.Error{Object: key.String(), Err: invalid}
+		if !hadErr || prevErr.Error() != e.Error() {
+			s.log.Warn("networkpolicy cannot be used; it is left out", "policy", k, "err", invalid)
+		}
+		s.policyErrs[k] = e
+	case hadErr:
+		delete(s.policyErrs, k)
+		if exists {
+			s.log.Info("networkpolicy usable again", "policy", k)
+		}
+	}
+	if next == nil {
+		return s.policySet.remove(k), nil
+	}
+	if prev, had := s.policySet.get(k); had && equality.Semantic.DeepEqual(prev.Spec, next.Spec) {
+		return false, nil // the compiler reads only the spec (and the key)
+	}
+	s.policySet.put(k, next)
+	return true, nil
+}
+
+// State returns the current state, objects sorted by (namespace, name). It
+// is a shared snapshot: callers must not modify it. Before the first sync
+// it is empty, and a firewall compiled from it would ignore every policy:
+// the daemon waits for WaitForSync before it restores or adds pods. It
+// costs nothing when nothing changed since the last call;
+// otherwise the lists of the kinds that changed are copied.
+func (s *Source) State() *policy.State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.podSet.stale && !s.nsSet.stale && !s.policySet.stale {
+		return s.snapshot
+	}
+	next := *s.snapshot
+	if s.podSet.stale {
+		next.Pods = s.podSet.publish()
+	}
+	if s.nsSet.stale {
+		next.Namespaces = s.nsSet.publish()
+	}
+	if s.policySet.stale {
+		next.Policies = s.policySet.publish()
+	}
+	s.snapshot = &next
+	return s.snapshot
+}
+
+// Errors lists the NetworkPolicies the API server accepted but podwall
+// cannot use (each left out of the state), sorted, each naming its
+// namespace/name ("NetworkPolicy nsa/deny-all").
+func (s *Source) Errors() []source.Error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]source.Error, 0, len(s.policyErrs))
+	for _, e := range s.policyErrs {
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(a, b source.Error) int { return cmp.Compare(a.Object, b.Object) })
+	return out
+}
+
+// Ready returns nil once the caches have synced and the first state is
+// built, and stays nil from then on (an API outage keeps the last good
+// state). Before that it returns an error naming what has not synced.
+func (s *Source) Ready() error {
+	select {
+	case <-s.synced:
+		return nil
+	default:
+	}
+	if s.initErr != nil {
+		return s.initErr
+	}
+	if !s.running.Load() {
+		return errors.New("kubernetes source not started")
+	}
+	var pending []string
+	for _, w := range s.watched {
+		if !w.registration.HasSynced() {
+			pending = append(pending, w.name)
+		}
+	}
+	if len(pending) == 0 {
+		return errors.New("kubernetes caches synced, first state not built yet")
+	}
+	return fmt.Errorf("kubernetes caches not synced: %s", strings.Join(pending, ", "))
+}
+
+// WaitForSync waits until Ready returns nil or ctx ends; then it returns an
+// error naming what has not synced, wrapping ctx's error.
+func (s *Source) WaitForSync(ctx context.Context) error {
+	select {
+	case <-s.synced:
+		return nil
+	default:
+	}
+	select {
+	case <-s.synced:
+		return nil
+	case <-ctx.Done():
+		if err := s.Ready(); err != nil {
+			return fmt.Errorf("%w: %w", err, ctx.Err())
+		}
+		return nil
+	}
+}
