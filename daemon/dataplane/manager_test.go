@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/coreos/go-iptables/iptables"
+
 	"github.com/podwall/podwall/daemon/policy"
 )
 
@@ -260,8 +262,9 @@ func TestCheckDetectsDrift(t *testing.T) {
 	mustCheck(t, m, bed.srv, spec)
 	ctx := context.Background()
 
-	// A hand-flushed chain opens the pod.
-	inNS(t, bed.srvName, "iptables-nft", "-F", chainIngress)
+	// A hand-flushed chain opens the pod. The hand edits are single iptables
+	// commands, run the way an operator's tool would: go-iptables in the netns.
+	handEdit(t, bed.srv, func(ipt *iptables.IPTables) error { return ipt.ClearChain("filter", chainIngress) })
 	expect(t, bed.cli, probe{"tcp", cliV4, hostPort(srvV4, "8081"), true})
 	d := driftOf(m.Check(ctx, bed.srv, spec))
 	if d == nil || !slices.Contains(d.Differences, `v4: missing "-A PODWALL-INGRESS -i lo -j ACCEPT"`) {
@@ -288,7 +291,9 @@ func TestCheckDetectsDrift(t *testing.T) {
 	expect(t, bed.cli, probe{"tcp", cliV4b, hostPort(srvV4, "8080"), false})
 
 	// A jump that is no longer first.
-	inNS(t, bed.srvName, "iptables-nft", "-I", "INPUT", "1", "-s", cliV4b, "-j", "ACCEPT")
+	handEdit(t, bed.srv, func(ipt *iptables.IPTables) error {
+		return ipt.Insert("filter", "INPUT", 1, "-s", cliV4b, "-j", "ACCEPT")
+	})
 	if d := driftOf(m.Check(ctx, bed.srv, spec)); d == nil {
 		t.Fatalf("Check missed a rule inserted before the jump")
 	}
@@ -483,5 +488,25 @@ func TestConcurrentNetns(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// handEdit runs edit with a go-iptables handle (IPv4, the nf_tables binary)
+// inside the netns at path.
+func handEdit(t *testing.T, path string, edit func(*iptables.IPTables) error) {
+	t.Helper()
+	bin, err := lookPath("iptables-nft")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = ns.WithNetNSPath(path, func(ns.NetNS) error {
+		ipt, err := iptables.New(iptables.Path(bin))
+		if err != nil {
+			return err
+		}
+		return edit(ipt)
+	})
+	if err != nil {
+		t.Fatalf("hand edit in %s: %v", path, err)
 	}
 }

@@ -15,14 +15,17 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/podwall/podwall/daemon/checkpoint"
 	"github.com/podwall/podwall/daemon/dataplane"
 	"github.com/podwall/podwall/daemon/server"
+	"github.com/podwall/podwall/daemon/source/kube"
 	"github.com/podwall/podwall/daemon/source/manifests"
 	"github.com/podwall/podwall/daemon/syncer"
 )
@@ -53,7 +56,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.nodeName, "node-name", host, "this node's name (pods with spec.nodeName equal to it are local); defaults to $NODE_NAME or the hostname")
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "policy source: the Kubernetes API server this kubeconfig names")
 	fs.StringVar(&c.manifests, "manifests", "", "policy source: a directory of Namespace, Pod and NetworkPolicy manifests")
-	fs.StringVar(&c.metricsAddress, "metrics-address", "", "serve /healthz and /readyz on this address (off unless given)")
+	fs.StringVar(&c.metricsAddress, "metrics-address", "", "serve /healthz and /readyz on this address, e.g. 127.0.0.1:9960 (off unless given)")
 	fs.DurationVar(&c.resync, "resync-period", time.Minute, "re-check every local pod this often")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolFunc("version", "print the version and exit", func(string) error {
@@ -105,10 +108,14 @@ func main() {
 	}
 }
 
+// policySource is what podwalld needs of a source beyond the syncer's view.
+type policySource interface {
+	syncer.Source
+	// Run watches the origin until ctx ends, calling changed after changes.
+	Run(ctx context.Context, changed func())
+}
+
 func run(ctx context.Context, cfg *config, log *slog.Logger) error {
-	if cfg.manifests == "" {
-		return errors.New("the Kubernetes source is not available in this build yet; use --manifests DIR")
-	}
 	data, err := dataplane.NewManager()
 	if err != nil {
 		return fmt.Errorf("dataplane: %w", err)
@@ -117,10 +124,34 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
-	src := manifests.New(cfg.manifests, log)
-	if err := src.Load(); err != nil {
-		return fmt.Errorf("manifests: %w", err)
+
+	var src policySource
+	ready := func() error { return nil }
+	waitForSync := func(context.Context) error { return nil }
+	if cfg.manifests != "" {
+		m := manifests.New(cfg.manifests, log)
+		if err := m.Load(); err != nil {
+			return fmt.Errorf("manifests: %w", err)
+		}
+		src = m
+	} else {
+		restCfg, err := kube.InClusterOrKubeconfig(cfg.kubeconfig)
+		if err != nil {
+			return fmt.Errorf("kubernetes: %w", err)
+		}
+		client, err := kubernetes.NewForConfig(restCfg)
+		if err != nil {
+			return fmt.Errorf("kubernetes client: %w", err)
+		}
+		k := kube.New(client, cfg.nodeName, log)
+		src, ready, waitForSync = k, k.Ready, k.WaitForSync
+		log.Info("policy source: Kubernetes", "host", restCfg.Host)
 	}
+	health, err := serveHealth(ctx, cfg.metricsAddress, ready, log)
+	if err != nil {
+		return err
+	}
+
 	sync := syncer.New(syncer.Options{
 		NodeName:  cfg.nodeName,
 		Source:    src,
@@ -129,6 +160,13 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		Log:       log,
 		NodeAddrs: hostAddrs,
 	})
+	go src.Run(ctx, sync.Trigger)
+	// A firewall compiled before the source has synced would ignore every
+	// policy: wait. Meanwhile the old rules stay in force in every pod, and
+	// ADDs fail with "try again later" since the socket is not served yet.
+	if err := waitForSync(ctx); err != nil {
+		return fmt.Errorf("policy source: %w", err)
+	}
 	if err := sync.Restore(ctx); err != nil {
 		return err
 	}
@@ -138,18 +176,14 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		Version:  version,
 		Sync:     sync,
 		Source:   src,
+		Ready:    ready,
 	})
 	if err != nil {
 		return err
 	}
 	srv.SetServing(true)
-	go src.Run(ctx, sync.Trigger)
+	health.serving.Store(true)
 	go sync.Run(ctx, cfg.resync)
-	if cfg.metricsAddress != "" {
-		if err := serveHealth(ctx, cfg.metricsAddress, log); err != nil {
-			return err
-		}
-	}
 	log.Info("podwalld serving", "version", version, "socket", cfg.socket, "node", cfg.nodeName, "source", src.Name())
 	err = srv.Serve(ctx)
 	log.Info("podwalld stopped; pod firewalls stay in force")
@@ -172,16 +206,36 @@ func hostAddrs() ([]netip.Addr, error) {
 	return out, nil
 }
 
-// serveHealth serves /healthz and /readyz until ctx ends.
-func serveHealth(ctx context.Context, addr string, log *slog.Logger) error {
+// healthState is what /healthz and /readyz report.
+type healthState struct {
+	serving atomic.Bool
+}
+
+// serveHealth serves /healthz (the process answers) and /readyz (the source
+// is synced and the CNI socket is served) until ctx ends; addr "" serves
+// nothing.
+func serveHealth(ctx context.Context, addr string, ready func() error, log *slog.Logger) (*healthState, error) {
+	h := &healthState{}
+	if addr == "" {
+		return h, nil
+	}
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("--metrics-address: %w", err)
+		return nil, fmt.Errorf("--metrics-address: %w", err)
 	}
 	mux := http.NewServeMux()
-	ok := func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }
-	mux.HandleFunc("/healthz", ok)
-	mux.HandleFunc("/readyz", ok)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := ready(); err != nil {
+			http.Error(w, "source not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		if !h.serving.Load() {
+			http.Error(w, "CNI socket not served yet", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
@@ -192,5 +246,5 @@ func serveHealth(ctx context.Context, addr string, log *slog.Logger) error {
 			log.Error("health listener", "err", err)
 		}
 	}()
-	return nil
+	return h, nil
 }
