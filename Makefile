@@ -9,9 +9,13 @@ CNI_BIN   := $(BIN)/cni
 TOOLS     := $(CURDIR)/.tools
 FUZZTIME  ?= 20s
 
-.PHONY: all build cni-plugins prereqs generate check-generated vet test test-unit test-e2e demo fuzz clean
+.PHONY: all build cni-plugins prereqs generate check-generated vet test demo fuzz clean
 
 all: build
+
+# kube-bins: kube-apiserver, kube-controller-manager and kube-proxy for the
+# cluster-in-a-box test bed (test/kube), cached under KUBE_BIN_DIR.
+include test/kube/kube.mk
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/podwall ./plugin
@@ -47,8 +51,9 @@ vet:
 
 # Everything CI runs: prerequisites, build, vet, generated-code check, unit and
 # privileged end-to-end tests (root), and a bounded fuzz run of each target.
-test: prereqs cni-plugins vet check-generated
+test: prereqs cni-plugins vet check-generated kube-bins
 	PODWALL_BIN=$(CURDIR)/$(BIN) PODWALL_CNI_BIN_DIR=$(CURDIR)/$(CNI_BIN) \
+	PODWALL_KUBE_BIN_DIR=$(KUBE_BIN_DIR) PODWALL_KUBE_REQUIRED=1 \
 		$(GO) test -count=1 -timeout 30m ./...
 	$(MAKE) fuzz
 
