@@ -442,8 +442,11 @@ func (s *Source) applyNamespace(key objectKey) (bool, error) {
 	return true, nil
 }
 
-// applyPolicy keeps a policy the API accepted but podwall cannot use out of
-// the state and reports it in Errors.
+// applyPolicy keeps a policy in the state and, when the API accepted it but
+// podwall's validation does not, reports it in Errors. Such a policy is not
+// left out: leaving it out would open the pods it selects. The compiler
+// enforces it fail-closed (a broken peer matches nothing; the pods it selects
+// stay isolated).
 func (s *Source) applyPolicy(key objectKey) (bool, error) {
 	k := key.storeKey()
 	obj, exists, err := s.policies.GetIndexer().GetByKey(k)
@@ -458,6 +461,11 @@ func (s *Source) applyPolicy(key objectKey) (bool, error) {
 			return false, fmt.Errorf("networkpolicy cache holds a %T", obj)
 		}
 		next, invalid = source.PolicyFromAPI(np)
+		if invalid != nil {
+			next = np.DeepCopy()
+			next.ManagedFields = nil
+			policy.ApplyDefaults(next)
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -466,7 +474,7 @@ func (s *Source) applyPolicy(key objectKey) (bool, error) {
 	case invalid != nil:
 		e := source.Error{Object: key.String(), Err: invalid}
 		if !hadErr || prevErr.Error() != e.Error() {
-			s.log.Warn("networkpolicy cannot be used; it is left out", "policy", k, "err", invalid)
+			s.log.Warn("networkpolicy is invalid; enforced fail-closed (its broken parts allow nothing)", "policy", k, "err", invalid)
 		}
 		s.policyErrs[k] = e
 	case hadErr:

@@ -760,6 +760,8 @@ func TestChangedIsNeverConcurrent(t *testing.T) {
 	}
 }
 
+// An invalid policy stays in the state (the compiler enforces it
+// fail-closed: leaving it out would open the pods it selects) and is reported.
 func TestInvalidPolicyIsReported(t *testing.T) {
 	rs := startSource(t, nil,
 		newNamespace("nsa", nil),
@@ -781,8 +783,8 @@ func TestInvalidPolicyIsReported(t *testing.T) {
 		}
 		return out
 	}
-	if got := policyNames(); !slices.Equal(got, []string{"nsa/good"}) {
-		t.Errorf("policies in state = %v, want only nsa/good", got)
+	if got := policyNames(); !slices.Equal(got, []string{"nsa/bad", "nsa/good"}) {
+		t.Errorf("policies in state = %v, want nsa/bad (fail-closed) and nsa/good", got)
 	}
 	errs := rs.Errors()
 	if len(errs) != 1 || errs[0].Object != "NetworkPolicy nsa/bad" || !strings.Contains(errs[0].Error(), "10.0.0.0/33") {
@@ -804,7 +806,7 @@ func TestInvalidPolicyIsReported(t *testing.T) {
 		{"broken again", func() error {
 			_, err := api.Update(ctx, newInvalidPolicy("nsa", "bad"), metav1.UpdateOptions{})
 			return err
-		}, []string{"nsa/good"}, []string{"NetworkPolicy nsa/bad"}},
+		}, []string{"nsa/bad", "nsa/good"}, []string{"NetworkPolicy nsa/bad"}},
 		{"deleted", func() error { return api.Delete(ctx, "bad", metav1.DeleteOptions{}) },
 			[]string{"nsa/good"}, nil},
 	}
