@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -25,6 +27,18 @@ type cniService struct {
 	pb.UnimplementedCNIServer
 	sync  *syncer.Syncer
 	ready func() error
+}
+
+// cniOnly returns an interceptor that runs icpt around the CNI service's
+// calls and lets every other call pass; a nil icpt runs nothing.
+func cniOnly(icpt grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
+	prefix := "/" + pb.CNI_ServiceDesc.ServiceName + "/"
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if icpt == nil || !strings.HasPrefix(info.FullMethod, prefix) {
+			return handler(ctx, req)
+		}
+		return icpt(ctx, req, info, handler)
+	}
 }
 
 func attachmentKey(a *pb.Attachment) string {

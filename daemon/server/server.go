@@ -28,6 +28,9 @@ type Options struct {
 	Source   syncer.Source
 	// Ready reports whether ADD can be served (nil error = ready).
 	Ready func() error
+	// CNIInterceptor, when set, runs around every call of the CNI service
+	// (not the status, health or reflection services), e.g. for metrics.
+	CNIInterceptor grpc.UnaryServerInterceptor
 }
 
 // Server is podwalld's gRPC server on a unix socket.
@@ -64,7 +67,7 @@ func Listen(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("chmod socket: %w", err)
 	}
 
-	g := grpc.NewServer()
+	g := grpc.NewServer(grpc.UnaryInterceptor(cniOnly(opts.CNIInterceptor)))
 	pb.RegisterCNIServer(g, &cniService{sync: opts.Sync, ready: opts.Ready})
 	pb.RegisterStatusServer(g, &statusService{
 		sync: opts.Sync, source: opts.Source, nodeName: opts.NodeName,

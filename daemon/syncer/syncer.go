@@ -67,7 +67,25 @@ type Options struct {
 	Log      *slog.Logger
 	// NodeAddrs returns the node's own addresses (allowed into every pod).
 	NodeAddrs func() ([]netip.Addr, error)
+	// Observer is told about every sync and every dataplane Apply (the
+	// daemon's metrics); nil tells nobody.
+	Observer Observer
 }
+
+// Observer is told what the Syncer did. Its methods may be called with the
+// Syncer's locks held: they must be quick and must not call the Syncer.
+type Observer interface {
+	// SyncDone reports one SyncAll: how long it took and the errors of the
+	// pods it could not apply, joined (nil when it applied everything).
+	SyncDone(d time.Duration, err error)
+	// ApplyDone reports one dataplane Apply: how long it took and its error.
+	ApplyDone(d time.Duration, err error)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) SyncDone(time.Duration, error)  {}
+func (nopObserver) ApplyDone(time.Duration, error) {}
 
 // attachment is one CNI attachment this node serves, with what was last
 // applied to it.
@@ -124,6 +142,9 @@ func New(opts Options) *Syncer {
 	log := opts.Log
 	if log == nil {
 		log = slog.Default()
+	}
+	if opts.Observer == nil {
+		opts.Observer = nopObserver{}
 	}
 	return &Syncer{
 		opts:    opts,
@@ -455,6 +476,7 @@ func (s *Syncer) SyncAll(ctx context.Context) {
 		s.stats.LastSyncError = ""
 	}
 	s.mu.Unlock()
+	s.opts.Observer.SyncDone(time.Since(start), errors.Join(errs...))
 	s.log.Info("sync", "pods", len(atts), "applied", applied, "failed", failed, "duration", time.Since(start).Round(time.Microsecond))
 }
 
@@ -646,6 +668,7 @@ func (s *Syncer) apply(ctx context.Context, a *attachment, fw *policy.Firewall, 
 	}
 	start := time.Now()
 	err = s.opts.Data.Apply(ctx, a.rec.Netns, spec)
+	s.opts.Observer.ApplyDone(time.Since(start), err)
 	pod := a.rec.Namespace + "/" + a.rec.Name
 	if err != nil {
 		a.lastErr = err

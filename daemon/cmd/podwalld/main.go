@@ -24,6 +24,7 @@ import (
 
 	"github.com/podwall/podwall/daemon/checkpoint"
 	"github.com/podwall/podwall/daemon/dataplane"
+	"github.com/podwall/podwall/daemon/metrics"
 	"github.com/podwall/podwall/daemon/server"
 	"github.com/podwall/podwall/daemon/source/kube"
 	"github.com/podwall/podwall/daemon/source/manifests"
@@ -56,7 +57,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.nodeName, "node-name", host, "this node's name (pods with spec.nodeName equal to it are local); defaults to $NODE_NAME or the hostname")
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "policy source: the Kubernetes API server this kubeconfig names")
 	fs.StringVar(&c.manifests, "manifests", "", "policy source: a directory of Namespace, Pod and NetworkPolicy manifests")
-	fs.StringVar(&c.metricsAddress, "metrics-address", "", "serve /healthz and /readyz on this address, e.g. 127.0.0.1:9960 (off unless given)")
+	fs.StringVar(&c.metricsAddress, "metrics-address", "", "serve /metrics, /healthz and /readyz on this address, e.g. 127.0.0.1:9960 (off unless given)")
 	fs.DurationVar(&c.resync, "resync-period", time.Minute, "re-check every local pod this often")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolFunc("version", "print the version and exit", func(string) error {
@@ -147,7 +148,8 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		src, ready, waitForSync = k, k.Ready, k.WaitForSync
 		log.Info("policy source: Kubernetes", "host", restCfg.Host)
 	}
-	health, err := serveHealth(ctx, cfg.metricsAddress, ready, log)
+	reg := metrics.New(version)
+	health, err := serveHealth(ctx, cfg.metricsAddress, ready, reg.Handler(), log)
 	if err != nil {
 		return err
 	}
@@ -159,7 +161,11 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		Store:     store,
 		Log:       log,
 		NodeAddrs: hostAddrs,
+		Observer:  reg,
 	})
+	if err := reg.CollectState(sync, src); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
 	go src.Run(ctx, sync.Trigger)
 	// A firewall compiled before the source has synced would ignore every
 	// policy: wait. Meanwhile the old rules stay in force in every pod, and
@@ -171,12 +177,13 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return err
 	}
 	srv, err := server.Listen(server.Options{
-		Socket:   cfg.socket,
-		NodeName: cfg.nodeName,
-		Version:  version,
-		Sync:     sync,
-		Source:   src,
-		Ready:    ready,
+		Socket:         cfg.socket,
+		NodeName:       cfg.nodeName,
+		Version:        version,
+		Sync:           sync,
+		Source:         src,
+		Ready:          ready,
+		CNIInterceptor: reg.CNIInterceptor(),
 	})
 	if err != nil {
 		return err
@@ -209,21 +216,15 @@ func hostAddrs() ([]netip.Addr, error) {
 // healthState is what /healthz and /readyz report.
 type healthState struct {
 	serving atomic.Bool
+	// addr is where the listener is bound; nil when there is none.
+	addr net.Addr
 }
 
-// serveHealth serves /healthz (the process answers) and /readyz (the source
-// is synced and the CNI socket is served) until ctx ends; addr "" serves
-// nothing.
-func serveHealth(ctx context.Context, addr string, ready func() error, log *slog.Logger) (*healthState, error) {
-	h := &healthState{}
-	if addr == "" {
-		return h, nil
-	}
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("--metrics-address: %w", err)
-	}
+// healthHandler serves /metrics from metricsHandler, /healthz (the process
+// answers) and /readyz (the source is synced and the CNI socket is served).
+func healthHandler(h *healthState, ready func() error, metricsHandler http.Handler) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("/metrics", metricsHandler)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if err := ready(); err != nil {
@@ -236,7 +237,22 @@ func serveHealth(ctx context.Context, addr string, ready func() error, log *slog
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	return mux
+}
+
+// serveHealth serves healthHandler on addr until ctx ends; addr "" serves
+// nothing.
+func serveHealth(ctx context.Context, addr string, ready func() error, metricsHandler http.Handler, log *slog.Logger) (*healthState, error) {
+	h := &healthState{}
+	if addr == "" {
+		return h, nil
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-address: %w", err)
+	}
+	h.addr = lis.Addr()
+	hs := &http.Server{Handler: healthHandler(h, ready, metricsHandler), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
 		hs.Close()
@@ -246,5 +262,6 @@ func serveHealth(ctx context.Context, addr string, ready func() error, log *slog
 			log.Error("health listener", "err", err)
 		}
 	}()
+	log.Info("serving /metrics, /healthz and /readyz", "address", h.addr.String())
 	return h, nil
 }

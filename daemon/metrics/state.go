@@ -1,0 +1,116 @@
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/podwall/podwall/daemon/dataplane"
+	"github.com/podwall/podwall/daemon/policy"
+	"github.com/podwall/podwall/daemon/source"
+	"github.com/podwall/podwall/daemon/syncer"
+)
+
+// Attachments is what the state gauges read of the syncer: the attachments
+// it serves, each with the firewall in force.
+type Attachments interface {
+	Pods() []syncer.PodView
+}
+
+// PolicySource is what the state gauges read of the policy source.
+type PolicySource interface {
+	State() *policy.State
+	Errors() []source.Error
+}
+
+// CollectState adds the state gauges, read from pods and src at every
+// scrape. It fails when state gauges were added before.
+func (r *Registry) CollectState(pods Attachments, src PolicySource) error {
+	return r.registry.Register(newStateCollector(pods, src))
+}
+
+// stateCollector computes the state gauges from the syncer's and the
+// source's views at scrape time; it keeps no state of its own. Its totals
+// are across local pods, never per pod: per-pod series would be 110 pods
+// times every node.
+type stateCollector struct {
+	pods Attachments
+	src  PolicySource
+
+	attachments  *prometheus.Desc
+	isolated     *prometheus.Desc
+	rules        *prometheus.Desc
+	setMembers   *prometheus.Desc
+	policies     *prometheus.Desc
+	sourceErrors *prometheus.Desc
+}
+
+func newStateCollector(pods Attachments, src PolicySource) *stateCollector {
+	name := func(n string) string { return prometheus.BuildFQName(namespace, "", n) }
+	return &stateCollector{
+		pods: pods,
+		src:  src,
+		attachments: prometheus.NewDesc(name("pods"),
+			"Attachments (local pods' interfaces) the daemon manages.", nil, nil),
+		isolated: prometheus.NewDesc(name("pods_isolated"),
+			"Attachments whose firewall in force isolates the direction (ingress, egress).", []string{"direction"}, nil),
+		rules: prometheus.NewDesc(name("rules"),
+			"Allow rules (one peer with its ports) of the firewalls in force, summed over attachments.", nil, nil),
+		setMembers: prometheus.NewDesc(name("set_members"),
+			"Members of the peer ipsets of the firewalls in force, both families, summed over attachments (node-address sets not counted).", nil, nil),
+		policies: prometheus.NewDesc(name("policies"),
+			"NetworkPolicies in the policy source.", nil, nil),
+		sourceErrors: prometheus.NewDesc(name("source_errors"),
+			"Inputs the policy source currently cannot use (e.g. broken manifests).", nil, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.attachments, c.isolated, c.rules, c.setMembers, c.policies, c.sourceErrors} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	views := c.pods.Pods()
+	var ingress, egress, rules, members int
+	for _, v := range views {
+		fw := v.Firewall
+		if fw == nil {
+			continue // nothing applied yet
+		}
+		if fw.Ingress.Isolated {
+			ingress++
+		}
+		if fw.Egress.Isolated {
+			egress++
+		}
+		rules += len(fw.Ingress.Rules) + len(fw.Egress.Rules)
+		members += peerSetMembers(fw)
+	}
+	var policies int
+	if st := c.src.State(); st != nil {
+		policies = len(st.Policies)
+	}
+	gauge := func(d *prometheus.Desc, v int, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), labels...)
+	}
+	gauge(c.attachments, len(views))
+	gauge(c.isolated, ingress, "ingress")
+	gauge(c.isolated, egress, "egress")
+	gauge(c.rules, rules)
+	gauge(c.setMembers, members)
+	gauge(c.policies, policies)
+	gauge(c.sourceErrors, len(c.src.Errors()))
+}
+
+// peerSetMembers counts the members of the ipsets the dataplane holds for
+// fw's peers, as its renderer lays them out (identical peers share a set, a
+// /0 is two /1 halves). Without node addresses it renders no node set.
+func peerSetMembers(fw *policy.Firewall) int {
+	n := 0
+	for _, set := range dataplane.Render(dataplane.Spec{Firewall: fw}, 0).Sets {
+		n += len(set.Members)
+	}
+	return n
+}
