@@ -200,7 +200,16 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 // hostAddrs returns every address on the host's interfaces: traffic from
 // them (kubelet probes, the node itself) is always allowed into local pods.
 func hostAddrs() ([]netip.Addr, error) {
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	// A dump is interrupted when links come and go meanwhile (other pods
+	// starting): the result may be incomplete, so read again.
+	var addrs []netlink.Addr
+	var err error
+	for range 10 {
+		addrs, err = netlink.AddrList(nil, netlink.FAMILY_ALL)
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

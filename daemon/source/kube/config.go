@@ -1,7 +1,11 @@
 package kube
 
 import (
+	"errors"
 	"fmt"
+	"net/http"
+	"syscall"
+	"time"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -41,5 +45,40 @@ func InClusterOrKubeconfig(path string) (*rest.Config, error) {
 	cfg.UserAgent = userAgent
 	cfg.ContentType = "application/vnd.kubernetes.protobuf"
 	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { return retryUnavailable{next: rt} }
 	return cfg, nil
+}
+
+// retryInterval is how often a GET without a deadline is retried while the
+// API server refuses connections or answers 503.
+const retryInterval = 500 * time.Millisecond
+
+// retryUnavailable retries GETs that carry no deadline (the informers' lists
+// and watches) while the API server refuses connections or is not ready, so
+// that after an outage podwalld relists within retryInterval instead of
+// waiting out client-go's reflector backoff (up to about a minute, measured
+// here). Requests with a deadline, such as CNI ADD's GET fallback, fail fast
+// as before; the last good state stays enforced meanwhile either way.
+type retryUnavailable struct{ next http.RoundTripper }
+
+func (r retryUnavailable) RoundTrip(req *http.Request) (*http.Response, error) {
+	_, hasDeadline := req.Context().Deadline()
+	for {
+		resp, err := r.next.RoundTrip(req)
+		if hasDeadline || req.Method != http.MethodGet {
+			return resp, err
+		}
+		unavailable := errors.Is(err, syscall.ECONNREFUSED) || (err == nil && resp.StatusCode == http.StatusServiceUnavailable)
+		if !unavailable {
+			return resp, err
+		}
+		if resp != nil {
+			resp.Body.Close()
+		}
+		select {
+		case <-req.Context().Done():
+			return nil, req.Context().Err()
+		case <-time.After(retryInterval):
+		}
+	}
 }
