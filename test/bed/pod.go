@@ -246,6 +246,9 @@ func waitHostAddrsSettled(ctx context.Context, link string, within time.Duration
 	deadline := time.Now().Add(within)
 	for {
 		addrs, err := netlink.AddrList(l, netlink.FAMILY_V6)
+		if errors.Is(err, netlink.ErrDumpInterrupted) {
+			continue // links came or went meanwhile (other pods): read again
+		}
 		if err != nil {
 			return fmt.Errorf("host veth %s addresses: %w", link, err)
 		}
