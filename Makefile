@@ -17,6 +17,10 @@ all: build
 # cluster-in-a-box test bed (test/kube), cached under KUBE_BIN_DIR.
 include test/kube/kube.mk
 
+# conformance: the 73 upstream NetworkPolicy tests on the manifests source and
+# on a real API server; writes docs/conformance.md.
+include test/conformance.mk
+
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/podwall ./plugin
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/podwalld ./daemon/cmd/podwalld

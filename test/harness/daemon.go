@@ -27,6 +27,10 @@ type Daemon struct {
 	ManifestsDir string
 	NodeName     string
 	LogPath      string
+	// Kubeconfig, when set, makes Kubernetes the daemon's policy source:
+	// Start passes --kubeconfig Kubeconfig instead of --manifests (see
+	// NewKubeDaemon); ManifestsDir is then unused.
+	Kubeconfig string
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -52,7 +56,22 @@ func NewDaemon(binDir, dir, nodeName string) (*Daemon, error) {
 	return d, nil
 }
 
-// Start runs podwalld and waits until its socket answers.
+// NewKubeDaemon is NewDaemon for a daemon that reads the Kubernetes API
+// server kubeconfig names instead of a manifests directory.
+func NewKubeDaemon(binDir, dir, nodeName, kubeconfig string) (*Daemon, error) {
+	if kubeconfig == "" {
+		return nil, errors.New("new podwalld: empty kubeconfig path")
+	}
+	d, err := NewDaemon(binDir, dir, nodeName)
+	if err != nil {
+		return nil, err
+	}
+	d.Kubeconfig = kubeconfig
+	return d, nil
+}
+
+// Start runs podwalld and waits until its socket answers (with Kubeconfig,
+// the daemon serves it once its caches have synced).
 func (d *Daemon) Start(ctx context.Context, extraArgs ...string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -63,13 +82,15 @@ func (d *Daemon) Start(ctx context.Context, extraArgs ...string) error {
 	if err != nil {
 		return err
 	}
-	args := append([]string{
+	source := []string{"--manifests", d.ManifestsDir}
+	if d.Kubeconfig != "" {
+		source = []string{"--kubeconfig", d.Kubeconfig}
+	}
+	args := append(append([]string{
 		"--socket", d.Socket,
 		"--state-dir", d.StateDir,
 		"--node-name", d.NodeName,
-		"--manifests", d.ManifestsDir,
-		"--log-level", "debug",
-	}, extraArgs...)
+	}, source...), append([]string{"--log-level", "debug"}, extraArgs...)...)
 	cmd := exec.Command(filepath.Join(d.BinDir, "podwalld"), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// No Pdeathsig: it fires when the forking *thread* exits, and threads
