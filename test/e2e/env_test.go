@@ -18,7 +18,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -44,14 +43,6 @@ const bedPrefix = "e2n"
 
 // podRangeV4 holds every pod range of this package's beds.
 var podRangeV4 = netip.MustParsePrefix("10.210.0.0/16")
-
-// noEnforcementEnv names the environment variable that, set to 1, runs the
-// upstream suites with podwall left out of the CNI chain and no daemon, to
-// show that they fail when nothing is enforced.
-const noEnforcementEnv = "PODWALL_E2E_NO_ENFORCEMENT"
-
-// enforcementOff reports whether $PODWALL_E2E_NO_ENFORCEMENT is 1.
-func enforcementOff() bool { return os.Getenv(noEnforcementEnv) == "1" }
 
 // requireE2E skips the test unless it runs as root.
 func requireE2E(t testing.TB) {
@@ -121,8 +112,8 @@ func newEnv(t testing.TB, opts envOptions) *testEnv {
 			t.Fatal(err)
 		}
 	} else {
-		bins := binaries(t)
-		d, err := harness.NewDaemon(bins, dir, e.NodeName)
+		binDir := bins.Dir(t)
+		d, err := harness.NewDaemon(binDir, dir, e.NodeName)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -136,7 +127,7 @@ func newEnv(t testing.TB, opts envOptions) *testEnv {
 				t.Errorf("stop podwalld: %v", err)
 			}
 			if t.Failed() {
-				t.Logf("podwalld log (last 200 lines):\n%s", lastLines(d.Log(), 200))
+				t.Logf("podwalld log (last 200 lines):\n%s", harness.LastLines(d.Log(), 200))
 			}
 		})
 		e.Daemon, e.ManifestsDir = d, d.ManifestsDir
@@ -147,20 +138,11 @@ func newEnv(t testing.TB, opts envOptions) *testEnv {
 		plugin["type"], plugin["socket"] = "podwall", d.Socket
 		// The built podwall comes first, so a stale one next to the
 		// reference plugins is never run.
-		bedOpts.CNIBinDir, bedOpts.CNIPath = bins, []string{cniDir}
+		bedOpts.CNIBinDir, bedOpts.CNIPath = binDir, []string{cniDir}
 		bedOpts.Extra = []map[string]any{plugin}
 	}
 	e.Bed = bed.NewForTest(t, bedOpts)
 	return e
-}
-
-// lastLines returns the last n lines of s.
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // namespaceFile, podFile and policyFile name the manifest files of objects.
@@ -302,8 +284,8 @@ func (e *testEnv) waitRead(ctx context.Context) error {
 	if err := e.writeManifest(barrierFile, b); err != nil {
 		return err
 	}
-	return poll(ctx, 20*time.Second, 100*time.Millisecond, func() error {
-		policies, err := e.ctlPolicies(ctx)
+	return harness.Poll(ctx, 20*time.Second, 100*time.Millisecond, func() error {
+		policies, err := e.Daemon.Policies(ctx)
 		if err != nil {
 			return err
 		}
@@ -314,85 +296,4 @@ func (e *testEnv) waitRead(ctx context.Context) error {
 		}
 		return fmt.Errorf("podwalld has not read barrier %s/%s", barrierNamespace, name)
 	})
-}
-
-// poll calls check every interval until it returns nil, and returns its last
-// error if that does not happen within timeout.
-func poll(ctx context.Context, timeout, interval time.Duration, check func() error) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for {
-		err := check()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("after %s: %w", timeout, err)
-		case <-time.After(interval):
-		}
-	}
-}
-
-// ctlPod is one entry of `podwallctl pods -o json`.
-type ctlPod struct {
-	Namespace       string   `json:"namespace"`
-	Name            string   `json:"name"`
-	ContainerID     string   `json:"containerID"`
-	IfName          string   `json:"ifName"`
-	IPs             []string `json:"ips"`
-	Policies        []string `json:"policies"`
-	IngressIsolated bool     `json:"ingressIsolated"`
-	EgressIsolated  bool     `json:"egressIsolated"`
-	SyncError       string   `json:"syncError"`
-}
-
-// ctlPolicy is one entry of `podwallctl policies -o json`.
-type ctlPolicy struct {
-	Namespace    string   `json:"namespace"`
-	Name         string   `json:"name"`
-	PolicyTypes  []string `json:"policyTypes"`
-	SelectedPods []string `json:"selectedPods"`
-}
-
-// ctl runs podwallctl against the env's daemon.
-func (e *testEnv) ctl(ctx context.Context, args ...string) (string, error) {
-	if e.Daemon == nil {
-		return "", errors.New("podwallctl: no daemon (enforcement is off)")
-	}
-	return e.Daemon.Ctl(ctx, args...)
-}
-
-// ctlPods returns the attachments the daemon serves, with the firewall in
-// force for each.
-func (e *testEnv) ctlPods(ctx context.Context) ([]ctlPod, error) {
-	var out struct {
-		Pods []ctlPod `json:"pods"`
-	}
-	if err := e.ctlJSON(ctx, &out, "pods"); err != nil {
-		return nil, err
-	}
-	return out.Pods, nil
-}
-
-// ctlPolicies returns the policies the daemon has read.
-func (e *testEnv) ctlPolicies(ctx context.Context) ([]ctlPolicy, error) {
-	var out struct {
-		Policies []ctlPolicy `json:"policies"`
-	}
-	if err := e.ctlJSON(ctx, &out, "policies"); err != nil {
-		return nil, err
-	}
-	return out.Policies, nil
-}
-
-func (e *testEnv) ctlJSON(ctx context.Context, v any, args ...string) error {
-	out, err := e.ctl(ctx, append(args, "-o", "json")...)
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal([]byte(out), v); err != nil {
-		return fmt.Errorf("podwallctl %s -o json: decode: %w", strings.Join(args, " "), err)
-	}
-	return nil
 }

@@ -16,6 +16,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 
 	"github.com/podwall/podwall/test/bed"
+	"github.com/podwall/podwall/test/harness"
 	"github.com/podwall/podwall/test/netpol"
 )
 
@@ -200,12 +201,12 @@ func (c *manifestsCluster) waitOpen(ctx context.Context, m *netpol.Model) error 
 	if err := c.env.waitRead(ctx); err != nil {
 		return err
 	}
-	return poll(ctx, 30*time.Second, 100*time.Millisecond, func() error {
-		attached, err := c.env.ctlPods(ctx)
+	return harness.Poll(ctx, 30*time.Second, 100*time.Millisecond, func() error {
+		attached, err := c.env.Daemon.Pods(ctx)
 		if err != nil {
 			return err
 		}
-		byRef := map[netpol.PodRef][]ctlPod{}
+		byRef := map[netpol.PodRef][]harness.CtlPod{}
 		for _, a := range attached {
 			ref := netpol.Ref(a.Namespace, a.Name)
 			byRef[ref] = append(byRef[ref], a)
@@ -320,43 +321,23 @@ func (c *manifestsCluster) SetPodLabels(_ context.Context, ns, pod string, label
 
 // PodIP returns the pod's address of the family, from its CNI result.
 func (c *manifestsCluster) PodIP(ns, pod string, family netpol.Family) (netip.Addr, bool) {
-	c.mu.RLock()
-	cp := c.pods[netpol.Ref(ns, pod)]
-	c.mu.RUnlock()
-	f, ok := bedFamily(family)
-	if cp == nil || !ok {
-		return netip.Addr{}, false
-	}
-	return cp.pod.IP(f)
+	return harness.BedPodIP(c.bedPod(netpol.Ref(ns, pod)), family)
 }
 
-func bedFamily(f netpol.Family) (bed.Family, bool) {
-	switch f {
-	case netpol.IPv4:
-		return bed.IPv4, true
-	case netpol.IPv6:
-		return bed.IPv6, true
+// bedPod returns the bed pod of ref, nil if the cluster has none.
+func (c *manifestsCluster) bedPod(ref netpol.PodRef) *bed.Pod {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if cp := c.pods[ref]; cp != nil {
+		return cp.pod
 	}
-	return 0, false
+	return nil
 }
 
 // Probe connects from one pod to the other's address with the bed's real
 // TCP, UDP or SCTP probe; blocked or refused is (false, nil).
 func (c *manifestsCluster) Probe(ctx context.Context, from, to netpol.PodRef, family netpol.Family, port int, proto corev1.Protocol) (bool, error) {
-	f, ok := bedFamily(family)
-	if !ok {
-		return false, fmt.Errorf("invalid IP family %v", family)
-	}
-	c.mu.RLock()
-	src, dst := c.pods[from], c.pods[to]
-	c.mu.RUnlock()
-	if src == nil {
-		return false, fmt.Errorf("pod %s not found", from)
-	}
-	if dst == nil {
-		return false, fmt.Errorf("pod %s not found", to)
-	}
-	return bed.ProbePod(ctx, src.pod, dst.pod, f, port, string(proto), c.probeTimeout)
+	return harness.ProbeBedPods(ctx, c.bedPod, from, to, family, port, proto, c.probeTimeout)
 }
 
 // Teardown ends the test. With keepPods it leaves pods, namespaces and
@@ -393,28 +374,14 @@ func (c *manifestsCluster) release(ctx context.Context) error {
 // policies with the pods they select, each pod's firewall summary, and the
 // rules and ipsets in force in every pod of the cluster.
 func (c *manifestsCluster) diagnose(ctx context.Context) string {
-	if c.env.Daemon == nil {
-		return "no daemon (enforcement is off)"
-	}
-	var b strings.Builder
-	for _, args := range [][]string{{"status"}, {"policies"}, {"pods"}} {
-		out, err := c.env.ctl(ctx, args...)
-		fmt.Fprintf(&b, "$ podwallctl %s\n%s", strings.Join(args, " "), out)
-		if err != nil {
-			fmt.Fprintf(&b, "error: %v\n", err)
-		}
-	}
 	c.mu.RLock()
 	refs := slices.SortedFunc(maps.Keys(c.pods), func(a, b netpol.PodRef) int {
 		return cmp.Compare(a.String(), b.String())
 	})
 	c.mu.RUnlock()
-	for _, ref := range refs {
-		out, err := c.env.ctl(ctx, "pod", ref.String())
-		fmt.Fprintf(&b, "$ podwallctl pod %s\n%s", ref, out)
-		if err != nil {
-			fmt.Fprintf(&b, "error: %v\n", err)
-		}
+	pods := make([]string, len(refs))
+	for i, ref := range refs {
+		pods[i] = ref.String()
 	}
-	return b.String()
+	return c.env.Daemon.Diagnose(ctx, pods...)
 }

@@ -1,7 +1,8 @@
 // Package harness runs the real podwalld binary for the demo and the
 // end-to-end tests: on a manifests directory it owns, with its own socket and
 // state directory, and lets a test write, replace and remove manifests, kill
-// and restart the daemon, and call podwallctl.
+// and restart the daemon, and call podwallctl (typed queries and a
+// diagnostics dump in ctl.go). Bins finds or builds the binaries.
 package harness
 
 import (
@@ -195,8 +196,12 @@ func (d *Daemon) RemoveManifest(name string) error {
 }
 
 // Ctl runs podwallctl against this daemon and returns its stdout; err
-// carries the exit status and stderr.
+// carries the exit status and stderr. On a nil Daemon (no daemon runs) it
+// returns an error.
 func (d *Daemon) Ctl(ctx context.Context, args ...string) (string, error) {
+	if d == nil {
+		return "", errors.New("podwallctl: no daemon (enforcement is off)")
+	}
 	cmd := exec.CommandContext(ctx, filepath.Join(d.BinDir, "podwallctl"), append([]string{"--socket", d.Socket}, args...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -15,9 +15,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,45 +24,15 @@ import (
 
 const nodeName = "e2e-node"
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
+// bins are podwall, podwalld and podwallctl: $PODWALL_BIN (make test sets
+// it) or a build, removed by TestMain.
+var bins = &harness.Bins{TempPrefix: "podwall-e2e-bin-"}
 
-// binaries returns a directory holding podwall, podwalld and podwallctl:
-// $PODWALL_BIN (make test sets it) or a fresh build.
-func binaries(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		if dir := os.Getenv("PODWALL_BIN"); dir != "" {
-			binDir = dir
-			return
-		}
-		dir, err := os.MkdirTemp("", "podwall-e2e-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		root, err := filepath.Abs("../../..")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		for name, pkg := range map[string]string{"podwall": "./plugin", "podwalld": "./daemon/cmd/podwalld", "podwallctl": "./daemon/cmd/podwallctl"} {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg)
-			cmd.Dir = root
-			if out, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
-				return
-			}
-		}
-		binDir = dir
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binDir
+// TestMain runs the tests and removes the binaries bins built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	bins.Remove()
+	os.Exit(code)
 }
 
 // env is one test's node: podwalld on its own manifests directory and a bed
@@ -89,9 +56,9 @@ type envOptions struct {
 func newEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
 	bed.RequireRoot(t)
-	bins := binaries(t)
+	binDir := bins.Dir(t)
 	ctx := t.Context()
-	d, err := harness.NewDaemon(bins, t.TempDir(), nodeName)
+	d, err := harness.NewDaemon(binDir, t.TempDir(), nodeName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +85,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	opts := bed.Options{
 		Name:      o.name,
 		CNIBinDir: bed.CNIBinDirForTest(t),
-		CNIPath:   []string{bins},
+		CNIPath:   []string{binDir},
 		PodCIDRv4: netip.MustParsePrefix(fmt.Sprintf("10.211.%d.0/24", o.subnet)),
 		Extra:     []map[string]any{pw},
 	}

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/util/retry"
 
 	"github.com/podwall/podwall/test/bed"
+	"github.com/podwall/podwall/test/harness"
 	"github.com/podwall/podwall/test/netpol"
 )
 
@@ -235,43 +236,20 @@ func (c *kubeCluster) SetPodLabels(ctx context.Context, ns, pod string, labels m
 // PodIP returns the pod's address of the family: the CNI result's, which
 // the kubelet wrote to status.podIPs.
 func (c *kubeCluster) PodIP(ns, pod string, family netpol.Family) (netip.Addr, bool) {
-	c.mu.RLock()
-	bp := c.pods[netpol.Ref(ns, pod)]
-	c.mu.RUnlock()
-	f, ok := bedFamily(family)
-	if bp == nil || !ok {
-		return netip.Addr{}, false
-	}
-	return bp.IP(f)
+	return harness.BedPodIP(c.bedPod(netpol.Ref(ns, pod)), family)
 }
 
-func bedFamily(f netpol.Family) (bed.Family, bool) {
-	switch f {
-	case netpol.IPv4:
-		return bed.IPv4, true
-	case netpol.IPv6:
-		return bed.IPv6, true
-	}
-	return 0, false
+// bedPod returns the bed pod of ref, nil if the test has none.
+func (c *kubeCluster) bedPod(ref netpol.PodRef) *bed.Pod {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.pods[ref]
 }
 
 // Probe connects from one pod to the other's address with the bed's real
 // TCP, UDP or SCTP probe; blocked or refused is (false, nil).
 func (c *kubeCluster) Probe(ctx context.Context, from, to netpol.PodRef, family netpol.Family, port int, proto corev1.Protocol) (bool, error) {
-	f, ok := bedFamily(family)
-	if !ok {
-		return false, fmt.Errorf("invalid IP family %v", family)
-	}
-	c.mu.RLock()
-	src, dst := c.pods[from], c.pods[to]
-	c.mu.RUnlock()
-	if src == nil {
-		return false, fmt.Errorf("pod %s not found", from)
-	}
-	if dst == nil {
-		return false, fmt.Errorf("pod %s not found", to)
-	}
-	return bed.ProbePod(ctx, src, dst, f, port, string(proto), c.probeTimeout)
+	return harness.ProbeBedPods(ctx, c.bedPod, from, to, family, port, proto, c.probeTimeout)
 }
 
 // Teardown deletes the test's pods (CNI DEL, then the objects, waiting until
@@ -286,7 +264,7 @@ func (c *kubeCluster) Teardown(ctx context.Context) error {
 				pods = append(pods, ref.String())
 			}
 		}
-		c.diagnosis = c.node.diagnose(ctx, pods)
+		c.diagnosis = c.node.Daemon.Diagnose(ctx, pods...)
 	}
 	c.model = nil
 	c.mu.Lock()

@@ -127,7 +127,7 @@ func TestKubeAddUnknownPodTryAgainLater(t *testing.T) {
 	if left, err := routesIn(podRange); err != nil || len(left) > 0 {
 		t.Errorf("failed ADD left host routes (a veth) behind: %v %v", left, err)
 	}
-	pods, err := n.ctlPods(ctx)
+	pods, err := n.Daemon.Pods(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,11 +142,13 @@ func TestKubeAddUnknownPodTryAgainLater(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ADD once the Pod object exists: %v", err)
 	}
-	pods, err = n.ctlPods(ctx)
+	pods, err = n.Daemon.Pods(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.ContainsFunc(pods, func(p ctlPod) bool { return p.Namespace == ns && p.Name == "ghost" && p.ContainerID == bp.ContainerID }) {
+	if !slices.ContainsFunc(pods, func(p harness.CtlPod) bool {
+		return p.Namespace == ns && p.Name == "ghost" && p.ContainerID == bp.ContainerID
+	}) {
 		t.Errorf("podwalld does not list %s/ghost (container %s) after a successful ADD: %+v", ns, bp.ContainerID, pods)
 	}
 }
@@ -180,7 +182,7 @@ func TestKubeRBACIsEnough(t *testing.T) {
 		metrics := freeAddr(t)
 		n := newNode(t, cp, nodeOptions{Name: "k8nr", PodCIDRv4: netip.MustParsePrefix("10.213.65.0/24"),
 			DaemonArgs: []string{"--metrics-address", metrics}})
-		if err := poll(ctx, 30*time.Second, 200*time.Millisecond, func() error { return readyz(ctx, metrics) }); err != nil {
+		if err := harness.Poll(ctx, 30*time.Second, 200*time.Millisecond, func() error { return readyz(ctx, metrics) }); err != nil {
 			t.Fatalf("podwalld /readyz: %v", err)
 		}
 		const nsServer, nsClient = "k8n-rbac-server", "k8n-rbac-client"
@@ -218,7 +220,7 @@ func TestKubeRBACIsEnough(t *testing.T) {
 		if lines := forbiddenLines(n.Daemon.Log()); len(lines) > 0 {
 			t.Errorf("podwalld logged Forbidden errors with the rights of %s:\n%s", rbacFile, strings.Join(lines, "\n"))
 		}
-		if out, err := n.ctl(ctx, "status"); err != nil || !strings.Contains(out, "kubernetes") {
+		if out, err := n.Daemon.Ctl(ctx, "status"); err != nil || !strings.Contains(out, "kubernetes") {
 			t.Errorf("podwallctl status: %v\n%s", err, out)
 		}
 	})
@@ -250,7 +252,7 @@ func TestKubeRBACIsEnough(t *testing.T) {
 					t.Errorf("podwalld became ready %s; the check cannot tell missing rights", tw.name)
 				}
 				if len(forbiddenLines(log)) == 0 {
-					t.Errorf("podwalld %s logged no Forbidden error; log:\n%s", tw.name, lastLines(log, 30))
+					t.Errorf("podwalld %s logged no Forbidden error; log:\n%s", tw.name, harness.LastLines(log, 30))
 				}
 			})
 		})
@@ -287,7 +289,7 @@ func runUnprivilegedDaemon(t *testing.T, ctx context.Context, cp *controlPlane, 
 		t.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	d, err := harness.NewKubeDaemon(binaries(t), dir, "node-"+account, kubeconfig)
+	d, err := harness.NewKubeDaemon(bins.Dir(t), dir, "node-"+account, kubeconfig)
 	if err != nil {
 		t.Fatal(err)
 	}

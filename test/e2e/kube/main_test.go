@@ -1,28 +1,23 @@
 package kubee2e
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
-
+	"github.com/podwall/podwall/test/harness"
 	"github.com/podwall/podwall/test/kube/cluster"
 )
 
-// binDirEnv names the environment variable pointing at a directory that
-// holds podwall, podwalld and podwallctl (`make test` sets it to bin/).
-const binDirEnv = "PODWALL_BIN"
+// bins are podwall, podwalld and podwallctl: $PODWALL_BIN or a build,
+// removed by TestMain.
+var bins = &harness.Bins{TempPrefix: "podwall-k8n-bin-"}
 
 // The address ranges of this package. Pod ranges lie in podRangeV4, Service
 // ranges in serviceRange.
@@ -49,40 +44,14 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "stop the shared cluster: %v\n", err)
 		code = 1
 	}
-	if builtBinDir != "" {
-		os.RemoveAll(builtBinDir)
-	}
+	bins.Remove()
 	if os.Geteuid() == 0 {
-		if left := leftovers(); len(left) > 0 {
+		if left := harness.Leftovers(ownedNetnsGlob, podRangeV4, serviceRange); len(left) > 0 {
 			fmt.Fprintf(os.Stderr, "kube e2e tests left behind:\n  %s\n", strings.Join(left, "\n  "))
 			code = 1
 		}
 	}
 	os.Exit(code)
-}
-
-// leftovers lists the netns and host routes of this package still present.
-func leftovers() []string {
-	left, _ := filepath.Glob(filepath.Join("/run/netns", ownedNetnsGlob))
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
-	if err != nil {
-		return append(left, fmt.Sprintf("cannot list routes: %v", err))
-	}
-	for _, r := range routes {
-		if r.Dst == nil {
-			continue
-		}
-		dst, err := netip.ParsePrefix(r.Dst.String())
-		if err != nil {
-			continue
-		}
-		for _, owned := range []netip.Prefix{podRangeV4, serviceRange} {
-			if owned.Overlaps(dst) && dst.Bits() >= owned.Bits() {
-				left = append(left, "route "+r.String())
-			}
-		}
-	}
-	return left
 }
 
 // requireKube skips the test unless it runs as root and the Kubernetes
@@ -179,78 +148,4 @@ func startControlPlane(serviceCIDR netip.Prefix) (*controlPlane, error) {
 		return nil, errors.Join(err, c.Stop())
 	}
 	return &controlPlane{Cluster: c, DaemonKubeconfig: kubeconfig}, nil
-}
-
-var (
-	binariesOnce sync.Once
-	binariesDir  string
-	binariesErr  error
-	// builtBinDir is the temporary directory binaries built, removed by
-	// TestMain.
-	builtBinDir string
-)
-
-// binaries returns the directory holding podwall, podwalld and podwallctl:
-// $PODWALL_BIN, else a fresh `go build` of the three (once per test binary).
-func binaries(t testing.TB) string {
-	t.Helper()
-	binariesOnce.Do(func() {
-		if dir := os.Getenv(binDirEnv); dir != "" {
-			binariesDir, binariesErr = checkBinaries(dir)
-			return
-		}
-		dir, err := os.MkdirTemp("", "podwall-k8n-bin-")
-		if err != nil {
-			binariesErr = fmt.Errorf("build podwall binaries: %w", err)
-			return
-		}
-		builtBinDir = dir
-		binariesDir, binariesErr = buildBinaries(dir)
-	})
-	if binariesErr != nil {
-		t.Fatalf("podwall binaries: %v", binariesErr)
-	}
-	return binariesDir
-}
-
-// podwallPackages maps each binary to its package in the module.
-var podwallPackages = []struct{ name, pkg string }{
-	{"podwall", "./plugin"},
-	{"podwalld", "./daemon/cmd/podwalld"},
-	{"podwallctl", "./daemon/cmd/podwallctl"},
-}
-
-func checkBinaries(dir string) (string, error) {
-	dir, err := filepath.Abs(dir)
-	if err != nil {
-		return "", err
-	}
-	for _, b := range podwallPackages {
-		fi, err := os.Stat(filepath.Join(dir, b.name))
-		if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
-			return "", fmt.Errorf("$%s=%s has no executable %s", binDirEnv, dir, b.name)
-		}
-	}
-	return dir, nil
-}
-
-// buildBinaries builds the three binaries of the module this test belongs to
-// into dir.
-func buildBinaries(dir string) (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", fmt.Errorf("not inside podwall's module (go env GOMOD is %q)", gomod)
-	}
-	for _, b := range podwallPackages {
-		cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, b.name), b.pkg)
-		cmd.Dir = filepath.Dir(gomod)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return "", fmt.Errorf("go build %s: %w: %s", b.pkg, err, bytes.TrimSpace(out))
-		}
-	}
-	return dir, nil
 }

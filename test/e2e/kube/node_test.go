@@ -10,9 +10,6 @@ package kubee2e
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
 	"net/netip"
 	"os"
 	"strconv"
@@ -24,14 +21,6 @@ import (
 	"github.com/podwall/podwall/test/harness"
 	"github.com/podwall/podwall/test/kube/kubelet"
 )
-
-// noEnforcementEnv names the environment variable that, set to 1, runs the
-// upstream suites with podwall left out of the CNI chain and no daemon, to
-// show that they fail when nothing is enforced.
-const noEnforcementEnv = "PODWALL_E2E_NO_ENFORCEMENT"
-
-// enforcementOff reports whether $PODWALL_E2E_NO_ENFORCEMENT is 1.
-func enforcementOff() bool { return os.Getenv(noEnforcementEnv) == "1" }
 
 // nodeOptions configures newNode.
 type nodeOptions struct {
@@ -83,7 +72,7 @@ func newNode(t testing.TB, cp *controlPlane, opts nodeOptions) *kubeNode {
 	cniDir := bed.CNIBinDirForTest(t)
 	bedOpts := bed.Options{Name: opts.Name, CNIBinDir: cniDir, PodCIDRv4: p}
 	if !opts.NoEnforcement {
-		bins := binaries(t)
+		binDir := bins.Dir(t)
 		// A short directory: the daemon's socket path must fit in sun_path.
 		dir, err := os.MkdirTemp("", "pw-"+opts.Name+"-")
 		if err != nil {
@@ -94,7 +83,7 @@ func newNode(t testing.TB, cp *controlPlane, opts nodeOptions) *kubeNode {
 		if kubeconfig == "" {
 			kubeconfig = cp.DaemonKubeconfig
 		}
-		d, err := harness.NewKubeDaemon(bins, dir, n.NodeName, kubeconfig)
+		d, err := harness.NewKubeDaemon(binDir, dir, n.NodeName, kubeconfig)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -105,7 +94,7 @@ func newNode(t testing.TB, cp *controlPlane, opts nodeOptions) *kubeNode {
 			}
 			if t.Failed() {
 				n := logLines()
-				t.Logf("podwalld log (last %d lines):\n%s", n, lastLines(d.Log(), n))
+				t.Logf("podwalld log (last %d lines):\n%s", n, harness.LastLines(d.Log(), n))
 			}
 		})
 		if startErr != nil {
@@ -115,7 +104,7 @@ func newNode(t testing.TB, cp *controlPlane, opts nodeOptions) *kubeNode {
 		plugin := map[string]any{"type": "podwall", "socket": d.Socket, "timeout": "10s"}
 		// The built podwall comes first, so a stale one next to the
 		// reference plugins is never run.
-		bedOpts.CNIBinDir, bedOpts.CNIPath = bins, []string{cniDir}
+		bedOpts.CNIBinDir, bedOpts.CNIPath = binDir, []string{cniDir}
 		bedOpts.Extra = []map[string]any{plugin}
 	}
 	n.Bed = bed.NewForTest(t, bedOpts)
@@ -139,115 +128,4 @@ func logLines() int {
 		return n
 	}
 	return 150
-}
-
-// lastLines returns the last n lines of s.
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// ctlPod is one entry of `podwallctl pods -o json`.
-type ctlPod struct {
-	Namespace       string   `json:"namespace"`
-	Name            string   `json:"name"`
-	ContainerID     string   `json:"containerID"`
-	IfName          string   `json:"ifName"`
-	IPs             []string `json:"ips"`
-	Policies        []string `json:"policies"`
-	IngressIsolated bool     `json:"ingressIsolated"`
-	EgressIsolated  bool     `json:"egressIsolated"`
-	SyncError       string   `json:"syncError"`
-}
-
-// ctlPolicy is one entry of `podwallctl policies -o json`.
-type ctlPolicy struct {
-	Namespace    string   `json:"namespace"`
-	Name         string   `json:"name"`
-	PolicyTypes  []string `json:"policyTypes"`
-	SelectedPods []string `json:"selectedPods"`
-}
-
-// ctl runs podwallctl against the node's daemon.
-func (n *kubeNode) ctl(ctx context.Context, args ...string) (string, error) {
-	if n.Daemon == nil {
-		return "", errors.New("podwallctl: no daemon (enforcement is off)")
-	}
-	return n.Daemon.Ctl(ctx, args...)
-}
-
-// ctlPods returns the attachments the daemon serves.
-func (n *kubeNode) ctlPods(ctx context.Context) ([]ctlPod, error) {
-	var out struct {
-		Pods []ctlPod `json:"pods"`
-	}
-	if err := n.ctlJSON(ctx, &out, "pods"); err != nil {
-		return nil, err
-	}
-	return out.Pods, nil
-}
-
-// ctlPolicies returns the policies the daemon knows.
-func (n *kubeNode) ctlPolicies(ctx context.Context) ([]ctlPolicy, error) {
-	var out struct {
-		Policies []ctlPolicy `json:"policies"`
-	}
-	if err := n.ctlJSON(ctx, &out, "policies"); err != nil {
-		return nil, err
-	}
-	return out.Policies, nil
-}
-
-func (n *kubeNode) ctlJSON(ctx context.Context, v any, args ...string) error {
-	out, err := n.ctl(ctx, append(args, "-o", "json")...)
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal([]byte(out), v); err != nil {
-		return fmt.Errorf("podwallctl %s -o json: decode: %w", strings.Join(args, " "), err)
-	}
-	return nil
-}
-
-// diagnose returns podwalld's view: its status, the policies with the pods
-// they select, every attachment, and the rules and ipsets in force in the
-// given pods.
-func (n *kubeNode) diagnose(ctx context.Context, pods []string) string {
-	if n.Daemon == nil {
-		return "no daemon (enforcement is off)"
-	}
-	var b strings.Builder
-	cmds := [][]string{{"status"}, {"policies"}, {"pods"}}
-	for _, p := range pods {
-		cmds = append(cmds, []string{"pod", p})
-	}
-	for _, args := range cmds {
-		out, err := n.ctl(ctx, args...)
-		fmt.Fprintf(&b, "$ podwallctl %s\n%s", strings.Join(args, " "), out)
-		if err != nil {
-			fmt.Fprintf(&b, "error: %v\n", err)
-		}
-	}
-	return b.String()
-}
-
-// poll calls check every interval until it returns nil, and returns its last
-// error if that does not happen within timeout.
-func poll(ctx context.Context, timeout, interval time.Duration, check func() error) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for {
-		err := check()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("after %s: %w", timeout, err)
-		case <-time.After(interval):
-		}
-	}
 }
