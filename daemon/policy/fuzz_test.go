@@ -1,0 +1,366 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"reflect"
+	"slices"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// FuzzCompile builds a random but valid cluster from the fuzz input (see
+// fuzzState) and checks what Compile promises for valid input: no panic, no
+// problems, a deterministic result that does not depend on input order or on
+// the API defaults being applied, the Result invariants (checkInvariants),
+// and per direction exactly the policies that select the pod and isolate
+// that direction.
+func FuzzCompile(f *testing.F) {
+	f.Add([]byte{})
+	f.Add([]byte("\x03\x02\x05\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f"))
+	f.Add([]byte("podwall fuzz: two namespaces, pods and an ipBlock with excepts \x00\x01\x02\xff\xfe\xfd\x80\x81"))
+	f.Add(slices.Repeat([]byte{0xff, 0x00, 0x7f, 0x13, 0x42}, 40))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		st, local := fuzzState(t, &fuzzInput{data: data})
+
+		res := Compile(st, local)
+		if len(res.Problems) > 0 {
+			t.Fatalf("valid input compiled with problems: %v", res.Problems)
+		}
+		if len(res.Firewalls) != len(local) {
+			t.Fatalf("%d firewalls for %d local pods", len(res.Firewalls), len(local))
+		}
+		if again := Compile(st, local); !reflect.DeepEqual(res, again) {
+			t.Fatal("two compiles of the same input differ")
+		}
+		reversed := &State{
+			Namespaces: slices.Clone(st.Namespaces),
+			Pods:       slices.Clone(st.Pods),
+			Policies:   slices.Clone(st.Policies),
+		}
+		slices.Reverse(reversed.Namespaces)
+		slices.Reverse(reversed.Pods)
+		slices.Reverse(reversed.Policies)
+		if other := Compile(reversed, local); !reflect.DeepEqual(res, other) {
+			t.Fatal("compiles of the same input in reverse order differ")
+		}
+		defaulted := &State{Namespaces: st.Namespaces, Pods: st.Pods}
+		for _, np := range st.Policies {
+			np = np.DeepCopy()
+			ApplyDefaults(np)
+			if err := Validate(np); err != nil {
+				t.Fatalf("policy %s/%s invalid after ApplyDefaults: %v", np.Namespace, np.Name, err)
+			}
+			defaulted.Policies = append(defaulted.Policies, np)
+		}
+		if other := Compile(defaulted, local); !reflect.DeepEqual(res, other) {
+			t.Fatal("applying the API defaults changed the result")
+		}
+		checkInvariants(t, res)
+
+		for _, lp := range local {
+			fw := res.Firewalls[lp.Key]
+			if fw == nil {
+				t.Fatalf("no firewall for local pod %s", lp.Key)
+			}
+			for _, dir := range []struct {
+				typ networkingv1.PolicyType
+				d   *Direction
+			}{{networkingv1.PolicyTypeIngress, &fw.Ingress}, {networkingv1.PolicyTypeEgress, &fw.Egress}} {
+				var want []string
+				for _, np := range defaulted.Policies {
+					if Selects(np, lp.Pod) && slices.Contains(np.Spec.PolicyTypes, dir.typ) {
+						want = append(want, np.Namespace+"/"+np.Name)
+					}
+				}
+				slices.Sort(want)
+				if !slices.Equal(dir.d.Policies, want) {
+					t.Errorf("%s %s: policies %v, want the ones selecting it %v", lp.Key, dir.typ, dir.d.Policies, want)
+				}
+				if dir.d.Isolated != (len(want) > 0) {
+					t.Errorf("%s %s: isolated=%v with selecting policies %v", lp.Key, dir.typ, dir.d.Isolated, want)
+				}
+			}
+		}
+	})
+}
+
+// fuzzInput hands out the fuzz input as small numbers; once it is used up
+// every number is 0, so any input builds a (smaller) cluster.
+type fuzzInput struct {
+	data []byte
+}
+
+func (in *fuzzInput) byte() byte {
+	if len(in.data) == 0 {
+		return 0
+	}
+	b := in.data[0]
+	in.data = in.data[1:]
+	return b
+}
+
+// intn returns a number in [0, n).
+func (in *fuzzInput) intn(n int) int {
+	if n <= 1 {
+		return 0
+	}
+	v := int(in.byte())
+	if n > 256 {
+		v = v<<8 | int(in.byte())
+	}
+	return v % n
+}
+
+func (in *fuzzInput) bool() bool { return in.byte()&1 == 1 }
+
+func fuzzPick[T any](in *fuzzInput, options ...T) T { return options[in.intn(len(options))] }
+
+// Label keys and values the generator draws from: few, so that selectors
+// often match.
+var (
+	fuzzLabelKeys   = []string{"app", "tier", "team"}
+	fuzzLabelValues = []string{"a", "b", "c"}
+	fuzzNamespaces  = []string{"alpha", "beta", "gamma"}
+	fuzzPortNames   = []string{"http", "dns", "metrics"}
+	fuzzProtocols   = []corev1.Protocol{corev1.ProtocolTCP, corev1.ProtocolUDP, corev1.ProtocolSCTP}
+)
+
+// fuzzState builds a cluster of up to 3 namespaces, 8 pods and 4 policies
+// from in, and picks some of the pods as local. Pod addresses come from
+// 10.9.0.0/28 and fd09::/124, so that pods share addresses now and then and
+// ipBlocks often contain some. Every policy passes Validate.
+func fuzzState(t *testing.T, in *fuzzInput) (*State, []LocalPod) {
+	st := &State{}
+	nNamespaces := 1 + in.intn(len(fuzzNamespaces))
+	for i := range nNamespaces {
+		st.Namespaces = append(st.Namespaces, &Namespace{Name: fuzzNamespaces[i], Labels: fuzzLabels(in)})
+	}
+	var local []LocalPod
+	for i := range in.intn(9) {
+		p := &Pod{
+			// Now and then a pod in a namespace the state does not list.
+			Namespace: fuzzNamespaces[in.intn(nNamespaces+1)%len(fuzzNamespaces)],
+			Name:      fmt.Sprintf("pod-%d", i),
+			UID:       fmt.Sprintf("uid-%d", i),
+			Labels:    fuzzLabels(in),
+			Phase:     fuzzPick(in, corev1.PodRunning, corev1.PodRunning, corev1.PodPending, corev1.PodSucceeded, corev1.PodFailed, ""),
+			Created:   metav1.Unix(int64(1_700_000_000+in.intn(3)), 0),
+		}
+		p.HostNetwork = in.intn(8) == 0
+		p.Deleting = in.intn(6) == 0
+		for range in.intn(4) {
+			p.Ports = append(p.Ports, ContainerPort{
+				Name:     fuzzPick(in, append([]string{""}, fuzzPortNames...)...),
+				Protocol: fuzzPick(in, fuzzProtocols...),
+				Port:     fuzzPortNumber(in),
+			})
+		}
+		for range in.intn(3) {
+			if in.bool() {
+				p.IPs = append(p.IPs, netip.AddrFrom4([4]byte{10, 9, 0, byte(in.intn(16))}))
+			} else {
+				p.IPs = append(p.IPs, netip.AddrFrom16([16]byte{0: 0xfd, 1: 0x09, 15: byte(in.intn(16))}))
+			}
+		}
+		st.Pods = append(st.Pods, p)
+		if in.intn(3) != 0 {
+			local = append(local, LocalPod{Key: "podwall/" + p.UID + "/eth0", Pod: p})
+		}
+	}
+	for i := range in.intn(5) {
+		np := fuzzPolicy(in, fmt.Sprintf("np-%d", i), fuzzNamespaces[in.intn(nNamespaces)])
+		if err := Validate(np); err != nil {
+			t.Fatalf("generator built an invalid policy %s/%s: %v", np.Namespace, np.Name, err)
+		}
+		st.Policies = append(st.Policies, np)
+	}
+	return st, local
+}
+
+// fuzzLabels returns up to 3 labels (nil for none).
+func fuzzLabels(in *fuzzInput) map[string]string {
+	n := in.intn(4)
+	if n == 0 {
+		return nil
+	}
+	lbls := make(map[string]string, n)
+	for range n {
+		lbls[fuzzPick(in, fuzzLabelKeys...)] = fuzzPick(in, fuzzLabelValues...)
+	}
+	return lbls
+}
+
+// fuzzPortNumber returns a port number, mostly from a few common ones so
+// that rules and container ports meet.
+func fuzzPortNumber(in *fuzzInput) int32 {
+	if in.intn(4) == 0 {
+		return int32(1 + in.intn(65535))
+	}
+	return fuzzPick[int32](in, 53, 80, 443, 8080)
+}
+
+// fuzzSelector returns a valid label selector with up to 2 matchLabels and
+// up to 2 matchExpressions of all four operators. Namespace selectors may
+// also match the namespace's name label.
+func fuzzSelector(in *fuzzInput, forNamespaces bool) *metav1.LabelSelector {
+	keys, values := fuzzLabelKeys, fuzzLabelValues
+	if forNamespaces {
+		keys = append(slices.Clone(keys), corev1.LabelMetadataName)
+		values = append(slices.Clone(values), fuzzNamespaces...)
+	}
+	sel := &metav1.LabelSelector{}
+	for range in.intn(3) {
+		if sel.MatchLabels == nil {
+			sel.MatchLabels = map[string]string{}
+		}
+		sel.MatchLabels[fuzzPick(in, keys...)] = fuzzPick(in, values...)
+	}
+	for range in.intn(3) {
+		e := metav1.LabelSelectorRequirement{
+			Key: fuzzPick(in, keys...),
+			Operator: fuzzPick(in, metav1.LabelSelectorOpIn, metav1.LabelSelectorOpNotIn,
+				metav1.LabelSelectorOpExists, metav1.LabelSelectorOpDoesNotExist),
+		}
+		if e.Operator == metav1.LabelSelectorOpIn || e.Operator == metav1.LabelSelectorOpNotIn {
+			for range 1 + in.intn(2) {
+				e.Values = append(e.Values, fuzzPick(in, values...))
+			}
+		}
+		sel.MatchExpressions = append(sel.MatchExpressions, e)
+	}
+	return sel
+}
+
+// fuzzPolicy returns a valid policy with up to 3 ingress and 3 egress rules.
+func fuzzPolicy(in *fuzzInput, name, namespace string) *networkingv1.NetworkPolicy {
+	np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace}}
+	np.Spec.PodSelector = *fuzzSelector(in, false)
+	np.Spec.PolicyTypes = fuzzPick(in,
+		nil,
+		[]networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+		[]networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
+		[]networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
+		[]networkingv1.PolicyType{networkingv1.PolicyTypeEgress, networkingv1.PolicyTypeIngress},
+	)
+	for range in.intn(4) {
+		np.Spec.Ingress = append(np.Spec.Ingress, networkingv1.NetworkPolicyIngressRule{
+			From: fuzzPeers(in), Ports: fuzzPorts(in),
+		})
+	}
+	for range in.intn(4) {
+		np.Spec.Egress = append(np.Spec.Egress, networkingv1.NetworkPolicyEgressRule{
+			To: fuzzPeers(in), Ports: fuzzPorts(in),
+		})
+	}
+	return np
+}
+
+// fuzzPeers returns up to 3 peers: selectors, or an ipBlock.
+func fuzzPeers(in *fuzzInput) []networkingv1.NetworkPolicyPeer {
+	var peers []networkingv1.NetworkPolicyPeer
+	for range in.intn(4) {
+		var p networkingv1.NetworkPolicyPeer
+		switch in.intn(4) {
+		case 0:
+			p.PodSelector = fuzzSelector(in, false)
+		case 1:
+			p.NamespaceSelector = fuzzSelector(in, true)
+		case 2:
+			p.PodSelector = fuzzSelector(in, false)
+			p.NamespaceSelector = fuzzSelector(in, true)
+		default:
+			p.IPBlock = fuzzIPBlock(in)
+		}
+		peers = append(peers, p)
+	}
+	return peers
+}
+
+// fuzzIPBlock returns a canonical cidr, often one around the pod addresses,
+// with up to 2 excepts strictly inside it.
+func fuzzIPBlock(in *fuzzInput) *networkingv1.IPBlock {
+	var addr netip.Addr
+	v4 := in.bool()
+	switch {
+	case v4 && in.bool():
+		addr = netip.AddrFrom4([4]byte{10, 9, 0, in.byte()})
+	case v4:
+		addr = netip.AddrFrom4([4]byte{in.byte(), in.byte(), in.byte(), in.byte()})
+	case in.bool():
+		addr = netip.AddrFrom16([16]byte{0: 0xfd, 1: 0x09, 15: in.byte()})
+	default:
+		var a [16]byte
+		for i := range 4 {
+			a[i] = in.byte()
+		}
+		a[15] = in.byte()
+		addr = netip.AddrFrom16(a)
+	}
+	cidr := netip.PrefixFrom(addr, in.intn(addr.BitLen()+1)).Masked()
+	block := &networkingv1.IPBlock{CIDR: cidr.String()}
+	for range in.intn(3) {
+		if cidr.Bits() == addr.BitLen() {
+			break
+		}
+		bits := cidr.Bits() + 1 + in.intn(addr.BitLen()-cidr.Bits())
+		// Keep cidr's network bits, take the rest from addr or the input.
+		a := addr.AsSlice()
+		a[in.intn(len(a))] ^= in.byte()
+		inside, _ := netip.AddrFromSlice(a)
+		host := netip.PrefixFrom(inside, bits).Masked()
+		except := fuzzMergePrefix(cidr, host)
+		block.Except = append(block.Except, except.String())
+	}
+	return block
+}
+
+// fuzzMergePrefix returns the prefix of host's length whose first
+// cidr.Bits() bits are cidr's and the rest host's.
+func fuzzMergePrefix(cidr, host netip.Prefix) netip.Prefix {
+	c, h := cidr.Addr().AsSlice(), host.Addr().AsSlice()
+	for i := range c {
+		var mask byte
+		for b := range 8 {
+			if i*8+b < cidr.Bits() {
+				mask |= 0x80 >> b
+			}
+		}
+		c[i] = c[i]&mask | h[i]&^mask
+	}
+	a, _ := netip.AddrFromSlice(c)
+	return netip.PrefixFrom(a, host.Bits()).Masked()
+}
+
+// fuzzPorts returns up to 3 port entries: every port of a protocol, a port,
+// a range or a named port, with or without a protocol.
+func fuzzPorts(in *fuzzInput) []networkingv1.NetworkPolicyPort {
+	var ports []networkingv1.NetworkPolicyPort
+	for range in.intn(4) {
+		var p networkingv1.NetworkPolicyPort
+		if in.intn(4) != 0 {
+			proto := fuzzPick(in, fuzzProtocols...)
+			p.Protocol = &proto
+		}
+		switch in.intn(4) {
+		case 0: // every port of the protocol
+		case 1:
+			port := intstr.FromInt32(fuzzPortNumber(in))
+			p.Port = &port
+		case 2:
+			from := fuzzPortNumber(in)
+			end := from + int32(in.intn(int(65535-from)+1))
+			port := intstr.FromInt32(from)
+			p.Port, p.EndPort = &port, &end
+		default:
+			port := intstr.FromString(fuzzPick(in, fuzzPortNames...))
+			p.Port = &port
+		}
+		ports = append(ports, p)
+	}
+	return ports
+}
