@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"github.com/podwall/podwall/internal/fuzzinput"
 	"math"
 	"net/netip"
 	"os"
@@ -43,7 +44,7 @@ func FuzzRender(f *testing.F) {
 		path = newFuzzNetns(f)
 	}
 	f.Fuzz(func(t *testing.T, data []byte, gen uint32) {
-		in := &fuzzInput{data: data}
+		in := fuzzinput.New(data)
 		first, second := fuzzSpec(in), fuzzSpec(in)
 		for _, spec := range []Spec{first, second} {
 			checkRender(t, spec, gen)
@@ -184,36 +185,8 @@ func newFuzzNetns(tb testing.TB) string {
 	return "/run/netns/" + name
 }
 
-// fuzzInput hands out the fuzz input as small numbers; once it is used up
-// every number is 0, so any input builds a (smaller) spec.
-type fuzzInput struct {
-	data []byte
-}
-
-func (in *fuzzInput) byte() byte {
-	if len(in.data) == 0 {
-		return 0
-	}
-	b := in.data[0]
-	in.data = in.data[1:]
-	return b
-}
-
-// intn returns a number in [0, n).
-func (in *fuzzInput) intn(n int) int {
-	if n <= 1 {
-		return 0
-	}
-	v := int(in.byte())
-	if n > 256 {
-		v = v<<8 | int(in.byte())
-	}
-	return v % n
-}
-
-func (in *fuzzInput) bool() bool { return in.byte()&1 == 1 }
-
-func fuzzPick[T any](in *fuzzInput, options ...T) T { return options[in.intn(len(options))] }
+// fuzzInput is the shared generator input.
+type fuzzInput = fuzzinput.Input
 
 // fuzzSpec builds a spec that validateSpec accepts: each direction isolated
 // or not, up to 4 rules each, peers that are Any or up to 4 prefixes of
@@ -223,60 +196,52 @@ func fuzzPick[T any](in *fuzzInput, options ...T) T { return options[in.intn(len
 // node addresses (IPv4-mapped and zoned ones included) and a pod name that is
 // now and then arbitrary bytes.
 func fuzzSpec(in *fuzzInput) Spec {
-	spec := Spec{Pod: fuzzPick(in, "ns/pod", "default/web-0", "kube-system/coredns-5d78c9869d-x7k2p")}
-	if in.intn(4) == 0 {
-		spec.Pod = string(in.take(in.intn(250)))
+	spec := Spec{Pod: fuzzinput.Pick(in, "ns/pod", "default/web-0", "kube-system/coredns-5d78c9869d-x7k2p")}
+	if in.Intn(4) == 0 {
+		spec.Pod = string(in.Take(in.Intn(250)))
 	}
-	if in.intn(8) != 0 {
+	if in.Intn(8) != 0 {
 		spec.Firewall = &policy.Firewall{Ingress: fuzzDirection(in), Egress: fuzzDirection(in)}
 	}
-	for range in.intn(4) {
+	for range in.Intn(4) {
 		var a netip.Addr
-		switch in.intn(4) {
+		switch in.Intn(4) {
 		case 0:
-			a = netip.AddrFrom4([4]byte{10, 9, 0, in.byte()})
+			a = netip.AddrFrom4([4]byte{10, 9, 0, in.Byte()})
 		case 1:
-			a = netip.AddrFrom16([16]byte{0: 0xfd, 1: 0x09, 15: in.byte()})
+			a = netip.AddrFrom16([16]byte{0: 0xfd, 1: 0x09, 15: in.Byte()})
 		case 2:
-			a = netip.AddrFrom16(netip.AddrFrom4([4]byte{10, 9, 1, in.byte()}).As16()) // ::ffff:10.9.1.x
+			a = netip.AddrFrom16(netip.AddrFrom4([4]byte{10, 9, 1, in.Byte()}).As16()) // ::ffff:10.9.1.x
 		default:
-			a = netip.AddrFrom16([16]byte{0: 0xfe, 1: 0x80, 15: in.byte()}).WithZone("eth0")
+			a = netip.AddrFrom16([16]byte{0: 0xfe, 1: 0x80, 15: in.Byte()}).WithZone("eth0")
 		}
 		spec.NodeAddrs = append(spec.NodeAddrs, a)
 	}
 	return spec
 }
 
-// take returns the next n bytes of the input (fewer when it runs out).
-func (in *fuzzInput) take(n int) []byte {
-	n = min(n, len(in.data))
-	b := in.data[:n]
-	in.data = in.data[n:]
-	return b
-}
-
 func fuzzDirection(in *fuzzInput) policy.Direction {
 	var d policy.Direction
-	if !in.bool() {
+	if !in.Bool() {
 		return d
 	}
 	d.Isolated = true
-	for range in.intn(5) {
+	for range in.Intn(5) {
 		var r policy.Rule
-		if in.intn(5) == 0 {
+		if in.Intn(5) == 0 {
 			r.Peer.Any = true
 		} else {
 			r.Peer.Prefixes = fuzzPrefixes(in)
 		}
-		for range in.intn(4) {
-			p := policy.Port{Protocol: fuzzPick(in, corev1.ProtocolTCP, corev1.ProtocolUDP, corev1.ProtocolSCTP)}
-			switch in.intn(4) {
+		for range in.Intn(4) {
+			p := policy.Port{Protocol: fuzzinput.Pick(in, corev1.ProtocolTCP, corev1.ProtocolUDP, corev1.ProtocolSCTP)}
+			switch in.Intn(4) {
 			case 0: // every port
 			case 1:
 				p.Port = fuzzPortNumber(in)
 			default:
 				p.Port = fuzzPortNumber(in)
-				p.EndPort = p.Port + int32(in.intn(int(65535-p.Port)+1))
+				p.EndPort = p.Port + int32(in.Intn(int(65535-p.Port)+1))
 			}
 			r.Ports = append(r.Ports, p)
 		}
@@ -286,28 +251,28 @@ func fuzzDirection(in *fuzzInput) policy.Direction {
 }
 
 func fuzzPortNumber(in *fuzzInput) int32 {
-	if in.intn(3) == 0 {
-		return fuzzPick[int32](in, 1, 80, 65535)
+	if in.Intn(3) == 0 {
+		return fuzzinput.Pick[int32](in, 1, 80, 65535)
 	}
-	return int32(1 + in.intn(65535))
+	return int32(1 + in.Intn(65535))
 }
 
 // fuzzPrefixes returns 1 to 4 prefixes, normalized (sorted, disjoint,
 // minimal, as Compile makes them) or raw.
 func fuzzPrefixes(in *fuzzInput) []netip.Prefix {
-	normalized := in.bool()
+	normalized := in.Bool()
 	var raw []netip.Prefix
-	for range 1 + in.intn(4) {
+	for range 1 + in.Intn(4) {
 		var a netip.Addr
-		if in.bool() {
-			a = netip.AddrFrom4([4]byte{fuzzPick(in, 10, in.byte()), in.byte(), in.byte(), in.byte()})
+		if in.Bool() {
+			a = netip.AddrFrom4([4]byte{fuzzinput.Pick(in, 10, in.Byte()), in.Byte(), in.Byte(), in.Byte()})
 		} else {
 			var b [16]byte
-			b[0], b[1] = fuzzPick(in, 0xfd, in.byte()), in.byte()
-			b[14], b[15] = in.byte(), in.byte()
+			b[0], b[1] = fuzzinput.Pick(in, 0xfd, in.Byte()), in.Byte()
+			b[14], b[15] = in.Byte(), in.Byte()
 			a = netip.AddrFrom16(b)
 		}
-		bits := fuzzPick(in, 0, 1, a.BitLen(), a.BitLen(), in.intn(a.BitLen()+1))
+		bits := fuzzinput.Pick(in, 0, 1, a.BitLen(), a.BitLen(), in.Intn(a.BitLen()+1))
 		raw = append(raw, netip.PrefixFrom(a, bits))
 	}
 	if !normalized {

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"github.com/podwall/podwall/internal/fuzzinput"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -25,7 +26,7 @@ func FuzzCompile(f *testing.F) {
 	f.Add([]byte("podwall fuzz: two namespaces, pods and an ipBlock with excepts \x00\x01\x02\xff\xfe\xfd\x80\x81"))
 	f.Add(slices.Repeat([]byte{0xff, 0x00, 0x7f, 0x13, 0x42}, 40))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		st, local := fuzzState(t, &fuzzInput{data: data})
+		st, local := fuzzState(t, fuzzinput.New(data))
 
 		res := Compile(st, local)
 		if len(res.Problems) > 0 {
@@ -89,36 +90,8 @@ func FuzzCompile(f *testing.F) {
 	})
 }
 
-// fuzzInput hands out the fuzz input as small numbers; once it is used up
-// every number is 0, so any input builds a (smaller) cluster.
-type fuzzInput struct {
-	data []byte
-}
-
-func (in *fuzzInput) byte() byte {
-	if len(in.data) == 0 {
-		return 0
-	}
-	b := in.data[0]
-	in.data = in.data[1:]
-	return b
-}
-
-// intn returns a number in [0, n).
-func (in *fuzzInput) intn(n int) int {
-	if n <= 1 {
-		return 0
-	}
-	v := int(in.byte())
-	if n > 256 {
-		v = v<<8 | int(in.byte())
-	}
-	return v % n
-}
-
-func (in *fuzzInput) bool() bool { return in.byte()&1 == 1 }
-
-func fuzzPick[T any](in *fuzzInput, options ...T) T { return options[in.intn(len(options))] }
+// fuzzInput is the shared generator input.
+type fuzzInput = fuzzinput.Input
 
 // Label keys and values the generator draws from: few, so that selectors
 // often match.
@@ -136,44 +109,44 @@ var (
 // ipBlocks often contain some. Every policy passes Validate.
 func fuzzState(t *testing.T, in *fuzzInput) (*State, []LocalPod) {
 	st := &State{}
-	nNamespaces := 1 + in.intn(len(fuzzNamespaces))
+	nNamespaces := 1 + in.Intn(len(fuzzNamespaces))
 	for i := range nNamespaces {
 		st.Namespaces = append(st.Namespaces, &Namespace{Name: fuzzNamespaces[i], Labels: fuzzLabels(in)})
 	}
 	var local []LocalPod
-	for i := range in.intn(9) {
+	for i := range in.Intn(9) {
 		p := &Pod{
 			// Now and then a pod in a namespace the state does not list.
-			Namespace: fuzzNamespaces[in.intn(nNamespaces+1)%len(fuzzNamespaces)],
+			Namespace: fuzzNamespaces[in.Intn(nNamespaces+1)%len(fuzzNamespaces)],
 			Name:      fmt.Sprintf("pod-%d", i),
 			UID:       fmt.Sprintf("uid-%d", i),
 			Labels:    fuzzLabels(in),
-			Phase:     fuzzPick(in, corev1.PodRunning, corev1.PodRunning, corev1.PodPending, corev1.PodSucceeded, corev1.PodFailed, ""),
-			Created:   metav1.Unix(int64(1_700_000_000+in.intn(3)), 0),
+			Phase:     fuzzinput.Pick(in, corev1.PodRunning, corev1.PodRunning, corev1.PodPending, corev1.PodSucceeded, corev1.PodFailed, ""),
+			Created:   metav1.Unix(int64(1_700_000_000+in.Intn(3)), 0),
 		}
-		p.HostNetwork = in.intn(8) == 0
-		p.Deleting = in.intn(6) == 0
-		for range in.intn(4) {
+		p.HostNetwork = in.Intn(8) == 0
+		p.Deleting = in.Intn(6) == 0
+		for range in.Intn(4) {
 			p.Ports = append(p.Ports, ContainerPort{
-				Name:     fuzzPick(in, append([]string{""}, fuzzPortNames...)...),
-				Protocol: fuzzPick(in, fuzzProtocols...),
+				Name:     fuzzinput.Pick(in, append([]string{""}, fuzzPortNames...)...),
+				Protocol: fuzzinput.Pick(in, fuzzProtocols...),
 				Port:     fuzzPortNumber(in),
 			})
 		}
-		for range in.intn(3) {
-			if in.bool() {
-				p.IPs = append(p.IPs, netip.AddrFrom4([4]byte{10, 9, 0, byte(in.intn(16))}))
+		for range in.Intn(3) {
+			if in.Bool() {
+				p.IPs = append(p.IPs, netip.AddrFrom4([4]byte{10, 9, 0, byte(in.Intn(16))}))
 			} else {
-				p.IPs = append(p.IPs, netip.AddrFrom16([16]byte{0: 0xfd, 1: 0x09, 15: byte(in.intn(16))}))
+				p.IPs = append(p.IPs, netip.AddrFrom16([16]byte{0: 0xfd, 1: 0x09, 15: byte(in.Intn(16))}))
 			}
 		}
 		st.Pods = append(st.Pods, p)
-		if in.intn(3) != 0 {
+		if in.Intn(3) != 0 {
 			local = append(local, LocalPod{Key: "podwall/" + p.UID + "/eth0", Pod: p})
 		}
 	}
-	for i := range in.intn(5) {
-		np := fuzzPolicy(in, fmt.Sprintf("np-%d", i), fuzzNamespaces[in.intn(nNamespaces)])
+	for i := range in.Intn(5) {
+		np := fuzzPolicy(in, fmt.Sprintf("np-%d", i), fuzzNamespaces[in.Intn(nNamespaces)])
 		if err := Validate(np); err != nil {
 			t.Fatalf("generator built an invalid policy %s/%s: %v", np.Namespace, np.Name, err)
 		}
@@ -184,13 +157,13 @@ func fuzzState(t *testing.T, in *fuzzInput) (*State, []LocalPod) {
 
 // fuzzLabels returns up to 3 labels (nil for none).
 func fuzzLabels(in *fuzzInput) map[string]string {
-	n := in.intn(4)
+	n := in.Intn(4)
 	if n == 0 {
 		return nil
 	}
 	lbls := make(map[string]string, n)
 	for range n {
-		lbls[fuzzPick(in, fuzzLabelKeys...)] = fuzzPick(in, fuzzLabelValues...)
+		lbls[fuzzinput.Pick(in, fuzzLabelKeys...)] = fuzzinput.Pick(in, fuzzLabelValues...)
 	}
 	return lbls
 }
@@ -198,10 +171,10 @@ func fuzzLabels(in *fuzzInput) map[string]string {
 // fuzzPortNumber returns a port number, mostly from a few common ones so
 // that rules and container ports meet.
 func fuzzPortNumber(in *fuzzInput) int32 {
-	if in.intn(4) == 0 {
-		return int32(1 + in.intn(65535))
+	if in.Intn(4) == 0 {
+		return int32(1 + in.Intn(65535))
 	}
-	return fuzzPick[int32](in, 53, 80, 443, 8080)
+	return fuzzinput.Pick[int32](in, 53, 80, 443, 8080)
 }
 
 // fuzzSelector returns a valid label selector with up to 2 matchLabels and
@@ -214,21 +187,21 @@ func fuzzSelector(in *fuzzInput, forNamespaces bool) *metav1.LabelSelector {
 		values = append(slices.Clone(values), fuzzNamespaces...)
 	}
 	sel := &metav1.LabelSelector{}
-	for range in.intn(3) {
+	for range in.Intn(3) {
 		if sel.MatchLabels == nil {
 			sel.MatchLabels = map[string]string{}
 		}
-		sel.MatchLabels[fuzzPick(in, keys...)] = fuzzPick(in, values...)
+		sel.MatchLabels[fuzzinput.Pick(in, keys...)] = fuzzinput.Pick(in, values...)
 	}
-	for range in.intn(3) {
+	for range in.Intn(3) {
 		e := metav1.LabelSelectorRequirement{
-			Key: fuzzPick(in, keys...),
-			Operator: fuzzPick(in, metav1.LabelSelectorOpIn, metav1.LabelSelectorOpNotIn,
+			Key: fuzzinput.Pick(in, keys...),
+			Operator: fuzzinput.Pick(in, metav1.LabelSelectorOpIn, metav1.LabelSelectorOpNotIn,
 				metav1.LabelSelectorOpExists, metav1.LabelSelectorOpDoesNotExist),
 		}
 		if e.Operator == metav1.LabelSelectorOpIn || e.Operator == metav1.LabelSelectorOpNotIn {
-			for range 1 + in.intn(2) {
-				e.Values = append(e.Values, fuzzPick(in, values...))
+			for range 1 + in.Intn(2) {
+				e.Values = append(e.Values, fuzzinput.Pick(in, values...))
 			}
 		}
 		sel.MatchExpressions = append(sel.MatchExpressions, e)
@@ -240,19 +213,19 @@ func fuzzSelector(in *fuzzInput, forNamespaces bool) *metav1.LabelSelector {
 func fuzzPolicy(in *fuzzInput, name, namespace string) *networkingv1.NetworkPolicy {
 	np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace}}
 	np.Spec.PodSelector = *fuzzSelector(in, false)
-	np.Spec.PolicyTypes = fuzzPick(in,
+	np.Spec.PolicyTypes = fuzzinput.Pick(in,
 		nil,
 		[]networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
 		[]networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
 		[]networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
 		[]networkingv1.PolicyType{networkingv1.PolicyTypeEgress, networkingv1.PolicyTypeIngress},
 	)
-	for range in.intn(4) {
+	for range in.Intn(4) {
 		np.Spec.Ingress = append(np.Spec.Ingress, networkingv1.NetworkPolicyIngressRule{
 			From: fuzzPeers(in), Ports: fuzzPorts(in),
 		})
 	}
-	for range in.intn(4) {
+	for range in.Intn(4) {
 		np.Spec.Egress = append(np.Spec.Egress, networkingv1.NetworkPolicyEgressRule{
 			To: fuzzPeers(in), Ports: fuzzPorts(in),
 		})
@@ -263,9 +236,9 @@ func fuzzPolicy(in *fuzzInput, name, namespace string) *networkingv1.NetworkPoli
 // fuzzPeers returns up to 3 peers: selectors, or an ipBlock.
 func fuzzPeers(in *fuzzInput) []networkingv1.NetworkPolicyPeer {
 	var peers []networkingv1.NetworkPolicyPeer
-	for range in.intn(4) {
+	for range in.Intn(4) {
 		var p networkingv1.NetworkPolicyPeer
-		switch in.intn(4) {
+		switch in.Intn(4) {
 		case 0:
 			p.PodSelector = fuzzSelector(in, false)
 		case 1:
@@ -285,32 +258,32 @@ func fuzzPeers(in *fuzzInput) []networkingv1.NetworkPolicyPeer {
 // with up to 2 excepts strictly inside it.
 func fuzzIPBlock(in *fuzzInput) *networkingv1.IPBlock {
 	var addr netip.Addr
-	v4 := in.bool()
+	v4 := in.Bool()
 	switch {
-	case v4 && in.bool():
-		addr = netip.AddrFrom4([4]byte{10, 9, 0, in.byte()})
+	case v4 && in.Bool():
+		addr = netip.AddrFrom4([4]byte{10, 9, 0, in.Byte()})
 	case v4:
-		addr = netip.AddrFrom4([4]byte{in.byte(), in.byte(), in.byte(), in.byte()})
-	case in.bool():
-		addr = netip.AddrFrom16([16]byte{0: 0xfd, 1: 0x09, 15: in.byte()})
+		addr = netip.AddrFrom4([4]byte{in.Byte(), in.Byte(), in.Byte(), in.Byte()})
+	case in.Bool():
+		addr = netip.AddrFrom16([16]byte{0: 0xfd, 1: 0x09, 15: in.Byte()})
 	default:
 		var a [16]byte
 		for i := range 4 {
-			a[i] = in.byte()
+			a[i] = in.Byte()
 		}
-		a[15] = in.byte()
+		a[15] = in.Byte()
 		addr = netip.AddrFrom16(a)
 	}
-	cidr := netip.PrefixFrom(addr, in.intn(addr.BitLen()+1)).Masked()
+	cidr := netip.PrefixFrom(addr, in.Intn(addr.BitLen()+1)).Masked()
 	block := &networkingv1.IPBlock{CIDR: cidr.String()}
-	for range in.intn(3) {
+	for range in.Intn(3) {
 		if cidr.Bits() == addr.BitLen() {
 			break
 		}
-		bits := cidr.Bits() + 1 + in.intn(addr.BitLen()-cidr.Bits())
+		bits := cidr.Bits() + 1 + in.Intn(addr.BitLen()-cidr.Bits())
 		// Keep cidr's network bits, take the rest from addr or the input.
 		a := addr.AsSlice()
-		a[in.intn(len(a))] ^= in.byte()
+		a[in.Intn(len(a))] ^= in.Byte()
 		inside, _ := netip.AddrFromSlice(a)
 		host := netip.PrefixFrom(inside, bits).Masked()
 		except := fuzzMergePrefix(cidr, host)
@@ -340,24 +313,24 @@ func fuzzMergePrefix(cidr, host netip.Prefix) netip.Prefix {
 // a range or a named port, with or without a protocol.
 func fuzzPorts(in *fuzzInput) []networkingv1.NetworkPolicyPort {
 	var ports []networkingv1.NetworkPolicyPort
-	for range in.intn(4) {
+	for range in.Intn(4) {
 		var p networkingv1.NetworkPolicyPort
-		if in.intn(4) != 0 {
-			proto := fuzzPick(in, fuzzProtocols...)
+		if in.Intn(4) != 0 {
+			proto := fuzzinput.Pick(in, fuzzProtocols...)
 			p.Protocol = &proto
 		}
-		switch in.intn(4) {
+		switch in.Intn(4) {
 		case 0: // every port of the protocol
 		case 1:
 			port := intstr.FromInt32(fuzzPortNumber(in))
 			p.Port = &port
 		case 2:
 			from := fuzzPortNumber(in)
-			end := from + int32(in.intn(int(65535-from)+1))
+			end := from + int32(in.Intn(int(65535-from)+1))
 			port := intstr.FromInt32(from)
 			p.Port, p.EndPort = &port, &end
 		default:
-			port := intstr.FromString(fuzzPick(in, fuzzPortNames...))
+			port := intstr.FromString(fuzzinput.Pick(in, fuzzPortNames...))
 			p.Port = &port
 		}
 		ports = append(ports, p)
