@@ -177,18 +177,11 @@ func (s *Syncer) Run(ctx context.Context, resync time.Duration) {
 			return
 		case <-s.trigger:
 		case <-tick.C:
-			s.refreshNodeAddrs()
+			// Every sync re-reads the node's addresses, so an address
+			// added to the host is allowed in by the next tick at the latest.
 		}
 		s.SyncAll(ctx)
 	}
-}
-
-// refreshNodeAddrs bumps the generation so the periodic sync re-reads the
-// node's addresses (an address added to the host must be allowed in).
-func (s *Syncer) refreshNodeAddrs() {
-	s.mu.Lock()
-	s.stateGen++
-	s.mu.Unlock()
 }
 
 // Restore loads the checkpoint and re-applies every attachment whose netns
@@ -288,7 +281,7 @@ func (s *Syncer) Add(ctx context.Context, rec checkpoint.Attachment) error {
 
 	fws, problems := s.compile([]*attachment{a})
 	s.noteProblems(problems)
-	if err := s.apply(ctx, a, fws[key], gen); err != nil {
+	if err := s.apply(ctx, a, fws[key], gen, s.readHostAddrs()); err != nil {
 		if errors.Is(err, errRetired) {
 			return fmt.Errorf("add %s: %w: deleted or replaced while it was being added", key, ErrUnavailable)
 		}
@@ -369,7 +362,7 @@ func (s *Syncer) Check(ctx context.Context, key string) error {
 	if !ok {
 		return fmt.Errorf("attachment %s: %w", key, ErrNotFound) // deleted meanwhile
 	}
-	spec, err := s.spec(a, fw)
+	spec, err := s.spec(a, fw, s.readHostAddrs())
 	if err != nil {
 		return err
 	}
@@ -426,6 +419,7 @@ func (s *Syncer) SyncAll(ctx context.Context) {
 
 	fws, problems := s.compile(atts)
 	s.noteProblems(problems)
+	host := s.readHostAddrs() // once per sync, not per pod: the dump grows with the pods' veths
 	var applied, failed int
 	var errs []error
 	var gone bool
@@ -434,7 +428,7 @@ func (s *Syncer) SyncAll(ctx context.Context) {
 		if !ok {
 			continue // deleted or replaced since the snapshot
 		}
-		changed, err := s.applyIfChanged(ctx, a, fw, gen)
+		changed, err := s.applyIfChanged(ctx, a, fw, gen, host)
 		if errors.Is(err, errRetired) {
 			continue
 		}
@@ -599,48 +593,55 @@ func (s *Syncer) noteProblems(problems []error) {
 }
 
 // spec builds the dataplane input for an attachment.
-func (s *Syncer) spec(a *attachment, fw *policy.Firewall) (dataplane.Spec, error) {
-	addrs, err := s.nodeAddrs(a)
+func (s *Syncer) spec(a *attachment, fw *policy.Firewall, host hostAddrs) (dataplane.Spec, error) {
+	if host.err != nil {
+		return dataplane.Spec{}, host.err
+	}
+	return dataplane.Spec{Pod: a.rec.Namespace + "/" + a.rec.Name, Firewall: fw, NodeAddrs: nodeAddrs(a, host.addrs)}, nil
+}
+
+// hostAddrs is one reading of the node's own addresses.
+type hostAddrs struct {
+	addrs []netip.Addr
+	err   error
+}
+
+// readHostAddrs reads the node's addresses; callers read them once for a
+// round of applies.
+func (s *Syncer) readHostAddrs() hostAddrs {
+	if s.opts.NodeAddrs == nil {
+		return hostAddrs{}
+	}
+	addrs, err := s.opts.NodeAddrs()
 	if err != nil {
-		return dataplane.Spec{}, err
+		return hostAddrs{err: fmt.Errorf("node addresses: %w", err)}
 	}
-	return dataplane.Spec{Pod: a.rec.Namespace + "/" + a.rec.Name, Firewall: fw, NodeAddrs: addrs}, nil
+	return hostAddrs{addrs: addrs}
 }
 
-func (s *Syncer) nodeAddrs(a *attachment) ([]netip.Addr, error) {
-	var addrs []netip.Addr
-	if s.opts.NodeAddrs != nil {
-		host, err := s.opts.NodeAddrs()
-		if err != nil {
-			return nil, fmt.Errorf("node addresses: %w", err)
-		}
-		addrs = append(addrs, host...)
-	}
-	addrs = appendUnique(addrs, a.gws...)
+// nodeAddrs returns the addresses always allowed into a: the host's and the
+// gateways of its link, sorted and unique.
+func nodeAddrs(a *attachment, host []netip.Addr) []netip.Addr {
+	addrs := appendUnique(slices.Clone(host), a.gws...)
 	slices.SortFunc(addrs, func(x, y netip.Addr) int { return x.Compare(y) })
-	return slices.Compact(addrs), nil
+	return slices.Compact(addrs)
 }
 
-func (s *Syncer) applyIfChanged(ctx context.Context, a *attachment, fw *policy.Firewall, gen uint64) (bool, error) {
+func (s *Syncer) applyIfChanged(ctx context.Context, a *attachment, fw *policy.Firewall, gen uint64, host hostAddrs) (bool, error) {
 	a.mu.Lock()
 	same := a.applied != nil && a.lastErr == nil && reflect.DeepEqual(a.applied, fw)
+	if same && host.err == nil {
+		same = slices.Equal(nodeAddrs(a, host.addrs), a.nodeAddr)
+	}
 	a.mu.Unlock()
 	if same {
-		addrs, err := s.nodeAddrs(a)
-		if err == nil {
-			a.mu.Lock()
-			same = slices.Equal(addrs, a.nodeAddr)
-			a.mu.Unlock()
-		}
-		if same {
-			return false, nil
-		}
+		return false, nil
 	}
-	return true, s.apply(ctx, a, fw, gen)
+	return true, s.apply(ctx, a, fw, gen, host)
 }
 
 // apply installs fw for a, unless a newer generation was applied meanwhile.
-func (s *Syncer) apply(ctx context.Context, a *attachment, fw *policy.Firewall, gen uint64) error {
+func (s *Syncer) apply(ctx context.Context, a *attachment, fw *policy.Firewall, gen uint64, host hostAddrs) error {
 	a.mu.Lock()
 	retired := a.retired
 	a.mu.Unlock()
@@ -651,7 +652,7 @@ func (s *Syncer) apply(ctx context.Context, a *attachment, fw *policy.Firewall, 
 		// Never fall back to an open firewall.
 		return fmt.Errorf("apply firewall for %s/%s: no firewall compiled", a.rec.Namespace, a.rec.Name)
 	}
-	spec, err := s.spec(a, fw)
+	spec, err := s.spec(a, fw, host)
 	if err != nil {
 		a.mu.Lock()
 		a.lastErr = err
