@@ -55,6 +55,76 @@ type State struct {
 	Namespaces []*Namespace
 	Pods       []*Pod
 	Policies   []*networkingv1.NetworkPolicy
+	// Services and EndpointSlices let egress policies allow a Service's
+	// frontend exactly when they allow every ready endpoint behind it.
+	Services       []*Service
+	EndpointSlices []*EndpointSlice
+	// ServiceCIDRs are the ranges ClusterIPs are allocated from (the
+	// cluster's ServiceCIDR objects, or the daemon's --service-cidr). Like
+	// every Service frontend, they are never matched by an ipBlock or a
+	// peer-less rule.
+	ServiceCIDRs []netip.Prefix
+}
+
+// Service is what the compiler needs of a Service: the addresses a pod sends
+// to and kube-proxy rewrites on the node, and its ports.
+type Service struct {
+	Namespace string
+	Name      string
+	// ClusterIPs is spec.clusterIPs; empty for a headless or ExternalName
+	// Service (clients of a headless Service reach pod IPs directly).
+	ClusterIPs []netip.Addr
+	// ExternalIPs are spec.externalIPs and status.loadBalancer.ingress[].ip:
+	// kube-proxy rewrites them on the node like ClusterIPs when a pod sends to
+	// them.
+	ExternalIPs []netip.Addr
+	Ports       []ServicePort
+	// InternalTrafficLocal is spec.internalTrafficPolicy: Local — pods reach
+	// only the endpoints on their own node.
+	InternalTrafficLocal bool
+}
+
+// Key returns "namespace/name".
+func (s *Service) Key() string { return s.Namespace + "/" + s.Name }
+
+// ServicePort is one port of a Service.
+type ServicePort struct {
+	// Name is empty only for a Service with a single port.
+	Name     string
+	Protocol corev1.Protocol // TCP, UDP or SCTP; never empty
+	Port     int32
+	NodePort int32
+}
+
+// EndpointSlice is what the compiler needs of a discovery.k8s.io/v1
+// EndpointSlice.
+type EndpointSlice struct {
+	Namespace string
+	Name      string
+	// Service is the kubernetes.io/service-name label: the Service the slice
+	// belongs to, in the same namespace.
+	Service string
+	// Ports are the slice's ports: Name is the ServicePort's name, Port the
+	// target port number on this slice's endpoints (named targetPorts are
+	// resolved per endpoint by the EndpointSlice controller, which puts
+	// endpoints with different numbers in different slices).
+	Ports     []EndpointPort
+	Endpoints []Endpoint
+}
+
+// EndpointPort is one port of an EndpointSlice.
+type EndpointPort struct {
+	Name     string
+	Protocol corev1.Protocol
+	Port     int32
+}
+
+// Endpoint is one endpoint of an EndpointSlice.
+type Endpoint struct {
+	Addrs []netip.Addr
+	// Ready is conditions.ready, with the API's "unset means ready".
+	Ready    bool
+	NodeName string
 }
 
 // LocalPod is a pod attached on this node: Pod.IPs come from its CNI result.
