@@ -192,7 +192,8 @@ type fuzzInput = fuzzinput.Input
 // or not, up to 4 rules each, peers that are Any or up to 4 prefixes of
 // either family (/0 and host prefixes included; either normalized as
 // policy.Compile makes them, or raw: overlapping, duplicated, with host bits
-// set), up to 3 ports (every port of a protocol, one port, a range), up to 3
+// set), up to 3 ports (every port of a protocol, one port, a range), now
+// and then Service rules and a guard on an isolated egress, up to 3
 // node addresses (IPv4-mapped and zoned ones included) and a pod name that is
 // now and then arbitrary bytes.
 func fuzzSpec(in *fuzzInput) Spec {
@@ -202,6 +203,10 @@ func fuzzSpec(in *fuzzInput) Spec {
 	}
 	if in.Intn(8) != 0 {
 		spec.Firewall = &policy.Firewall{Ingress: fuzzDirection(in), Egress: fuzzDirection(in)}
+		if spec.Firewall.Egress.Isolated && in.Bool() {
+			spec.Firewall.Egress.Services = fuzzServiceRules(in, false)
+			spec.Firewall.Egress.ServiceGuard = fuzzServiceRules(in, true)
+		}
 	}
 	for range in.Intn(4) {
 		var a netip.Addr
@@ -248,6 +253,25 @@ func fuzzDirection(in *fuzzInput) policy.Direction {
 		d.Rules = append(d.Rules, r)
 	}
 	return d
+}
+
+// fuzzServiceRules returns up to 3 rules of Service frontends (or, for the
+// guard, also any peer), each on one port or, for the guard, on every port.
+func fuzzServiceRules(in *fuzzInput, guard bool) []policy.Rule {
+	var rules []policy.Rule
+	for range in.Intn(4) {
+		var r policy.Rule
+		if guard && in.Intn(6) == 0 {
+			r.Peer.Any = true
+		} else {
+			r.Peer.Prefixes = fuzzPrefixes(in)
+		}
+		if !guard || in.Bool() {
+			r.Ports = []policy.Port{{Protocol: fuzzinput.Pick(in, corev1.ProtocolTCP, corev1.ProtocolUDP, corev1.ProtocolSCTP), Port: fuzzPortNumber(in)}}
+		}
+		rules = append(rules, r)
+	}
+	return rules
 }
 
 func fuzzPortNumber(in *fuzzInput) int32 {

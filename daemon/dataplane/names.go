@@ -25,25 +25,31 @@ const (
 
 // Set names are "pw4-<id>-g<generation>" (IPv4, family inet) and
 // "pw6-<id>-g<generation>" (IPv6, family inet6). <id> is "node" for the node
-// addresses or the index of a distinct peer. A set being filled for a swap
-// carries setTempSuffix. Every set whose name starts with setPrefixV4 or
-// setPrefixV6 belongs to podwall. Longest name: "pw6-node-g4294967295-tmp",
-// 24 characters, within ipset's limit of 31.
+// addresses, the index of a distinct peer, "svc<i>" for the allowed Service
+// frontends of policy.Direction.Services[i], or "guard<i>" for
+// policy.Direction.ServiceGuard[i]. A set being filled for a swap carries
+// setTempSuffix. Every set whose name starts with setPrefixV4 or setPrefixV6
+// belongs to podwall. Names stay within ipset's limit of 31 characters:
+// "pw6-guard<i>-g4294967295-tmp" is 25 plus the digits of i.
 const (
-	setPrefixV4   = "pw4-"
-	setPrefixV6   = "pw6-"
-	setIDNode     = "node"
-	setTempSuffix = "-tmp"
-	setType       = "hash:net"
+	setPrefixV4     = "pw4-"
+	setPrefixV6     = "pw6-"
+	setIDNode       = "node"
+	setIDServiceFmt = "svc%d"
+	setIDGuardFmt   = "guard%d"
+	setTempSuffix   = "-tmp"
+	setType         = "hash:net"
 )
 
 // Comments on rules (informational; Check compares them like any other text).
 const (
-	commentRule = "%s rule %d"         // "ingress rule 3": the index in policy.Direction.Rules
-	commentDrop = "%s %s default deny" // "ns/name ingress default deny"
-	maxComment  = 200                  // iptables allows 256
-	dirIngress  = "ingress"
-	dirEgress   = "egress"
+	commentRule    = "%s rule %d"          // "ingress rule 3": the index in policy.Direction.Rules
+	commentService = "%s service %d"       // "egress service 0": the index in policy.Direction.Services
+	commentGuard   = "%s service guard %d" // "egress service guard 0": the index in policy.Direction.ServiceGuard
+	commentDrop    = "%s %s default deny"  // "ns/name ingress default deny"
+	maxComment     = 200                   // iptables allows 256
+	dirIngress     = "ingress"
+	dirEgress      = "egress"
 )
 
 const (

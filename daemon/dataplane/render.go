@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -192,15 +193,27 @@ func cloneSets(sets []Set) []Set {
 //	-A PODWALL-INGRESS -m comment --comment "ns/name ingress default deny" -j DROP
 //
 // The egress chain is the same with "-I OUTPUT 1 -j PODWALL-EGRESS",
-// "-o lo", "dst" instead of "src" and no node-address rule.
+// "-o lo", "dst" instead of "src" and no node-address rule; between the
+// ICMPv6 rules and the ordinary rules come the allowed Service frontends
+// (policy.Direction.Services) and then the guard that keeps every other
+// frontend away from the ordinary rules (policy.Direction.ServiceGuard):
+//
+//	-A PODWALL-EGRESS -p tcp -m set --match-set pw4-svc0-g7 dst -m tcp --dport 80 -m comment --comment "egress service 0" -j ACCEPT
+//	-A PODWALL-EGRESS -p udp -m set --match-set pw4-svc1-g7 dst -m udp --dport 53 -m comment --comment "egress service 1" -j ACCEPT
+//	-A PODWALL-EGRESS -m set --match-set pw4-guard0-g7 dst -m comment --comment "egress service guard 0" -j DROP
+//	-A PODWALL-EGRESS -p tcp -m set --match-set pw4-guard1-g7 dst -m tcp --dport 443 -m comment --comment "egress service guard 1" -j DROP
+//	-A PODWALL-EGRESS -p tcp -m set --match-set pw4-0-g7 dst -m tcp --dport 8080 -m comment --comment "egress rule 0" -j ACCEPT
 //
 // There is one ACCEPT per (rule, port) and family. A rule whose peer has no
 // prefix of a family renders nothing in that family; Peer.Any renders in both
 // without a set. Sets are hash:net, one per distinct list of prefixes per
 // family (identical peers share a set across rules and directions), named
 // pw4-<index>-g<gen> and pw6-<index>-g<gen>; the node addresses get their own
-// set pw4-node-g<gen> / pw6-node-g<gen>. hash:net cannot hold a /0, so it is
-// stored as its two /1 halves.
+// set pw4-node-g<gen> / pw6-node-g<gen>. Service and guard rules each get
+// their own set per family, named by their index (pw4-svc<i>-g<gen>,
+// pw4-guard<i>-g<gen>) and never shared, so that frontends coming and going
+// change set members only. hash:net cannot hold a /0, so it is stored as its
+// two /1 halves.
 func Render(spec Spec, gen uint32) *Ruleset {
 	return render(spec, gen).ruleset()
 }
@@ -254,6 +267,29 @@ func renderChain(f family, dir, name, match, iface string, d *policy.Direction, 
 			add("-p ipv6-icmp -m icmp6 --icmpv6-type", strconv.Itoa(typ), "-j ACCEPT")
 		}
 	}
+	// Service frontends: the allowed ones first, then the guard, so that no
+	// rule below can match a frontend. Each has its own set, named by its
+	// index, so a frontend joining or leaving changes set members only.
+	for i, rule := range d.Services {
+		if rule.Peer.Any {
+			continue // fail closed; Apply rejects such a spec
+		}
+		name := sets.named(f, fmt.Sprintf(setIDServiceFmt, i), familyPrefixes(f, rule.Peer.Prefixes))
+		if name != "" {
+			addRule(add, []string{"-m set --match-set", name, match}, rule.Ports, fmt.Sprintf(commentService, dir, i), "ACCEPT")
+		}
+	}
+	for i, rule := range d.ServiceGuard {
+		var peer []string
+		if !rule.Peer.Any {
+			name := sets.named(f, fmt.Sprintf(setIDGuardFmt, i), familyPrefixes(f, rule.Peer.Prefixes))
+			if name == "" {
+				continue // no prefix of this family
+			}
+			peer = []string{"-m set --match-set", name, match}
+		}
+		addRule(add, peer, rule.Ports, fmt.Sprintf(commentGuard, dir, i), "DROP")
+	}
 	for i, rule := range d.Rules {
 		var peer []string
 		if !rule.Peer.Any {
@@ -263,29 +299,36 @@ func renderChain(f family, dir, name, match, iface string, d *policy.Direction, 
 			}
 			peer = []string{"-m set --match-set", name, match}
 		}
-		comment := "-m comment --comment " + quoteComment(fmt.Sprintf(commentRule, dir, i))
-		if len(rule.Ports) == 0 {
-			add(slices.Concat(peer, []string{comment, "-j ACCEPT"})...)
-			continue
-		}
-		for _, p := range rule.Ports {
-			proto, ok := protocolName(p.Protocol)
-			if !ok || validatePort(p) != nil {
-				continue // fail closed; Apply rejects such a spec
-			}
-			parts := slices.Concat([]string{"-p", proto}, peer)
-			if p.Port != 0 {
-				dport := strconv.Itoa(int(p.Port))
-				if p.EndPort > p.Port {
-					dport += ":" + strconv.Itoa(int(p.EndPort))
-				}
-				parts = append(parts, "-m", proto, "--dport", dport)
-			}
-			add(append(parts, comment, "-j ACCEPT")...)
-		}
+		addRule(add, peer, rule.Ports, fmt.Sprintf(commentRule, dir, i), "ACCEPT")
 	}
 	add("-m comment --comment", quoteComment(strings.TrimSpace(fmt.Sprintf(commentDrop, spec.Pod, dir))), "-j DROP")
 	return c
+}
+
+// addRule adds the lines of one rule: to target, traffic matching peer (nil:
+// any address) on one of ports (none: every port of every protocol), one
+// line per port.
+func addRule(add func(...string), peer []string, ports []policy.Port, comment, target string) {
+	tail := []string{"-m comment --comment", quoteComment(comment), "-j", target}
+	if len(ports) == 0 {
+		add(slices.Concat(peer, tail)...)
+		return
+	}
+	for _, p := range ports {
+		proto, ok := protocolName(p.Protocol)
+		if !ok || validatePort(p) != nil {
+			continue // fail closed; Apply rejects such a spec
+		}
+		parts := slices.Concat([]string{"-p", proto}, peer)
+		if p.Port != 0 {
+			dport := strconv.Itoa(int(p.Port))
+			if p.EndPort > p.Port {
+				dport += ":" + strconv.Itoa(int(p.EndPort))
+			}
+			parts = append(parts, "-m", proto, "--dport", dport)
+		}
+		add(append(parts, tail...)...)
+	}
 }
 
 // familyPrefixes returns the valid prefixes of family f, masked, sorted and
@@ -346,6 +389,20 @@ func (s *setIndex) peer(f family, members []netip.Prefix) string {
 	s.next[f]++
 	s.byKey[key] = name
 	s.add(f, name, members)
+	return name
+}
+
+// named returns the set of family f with the given id, holding members;
+// "" when members is empty. Unlike peer sets, named sets are not shared by
+// content: the id says which rule the set belongs to.
+func (s *setIndex) named(f family, id string, members []netip.Prefix) string {
+	if len(members) == 0 {
+		return ""
+	}
+	name := setName(f, id, s.gen)
+	if _, ok := s.byName[name]; !ok {
+		s.add(f, name, members)
+	}
 	return name
 }
 
@@ -442,17 +499,35 @@ func validateSpec(spec Spec) error {
 		name string
 		dir  *policy.Direction
 	}{{dirIngress, &fw.Ingress}, {dirEgress, &fw.Egress}} {
-		for i, r := range d.dir.Rules {
-			for _, p := range r.Peer.Prefixes {
-				if !p.IsValid() {
-					return fmt.Errorf("%s rule %d: invalid prefix %q", d.name, i, p)
+		if d.name == dirIngress && (len(d.dir.Services) > 0 || len(d.dir.ServiceGuard) > 0) {
+			return errors.New("ingress: services and a service guard exist only for egress")
+		}
+		for _, group := range []struct {
+			what  string
+			rules []policy.Rule
+		}{{"rule", d.dir.Rules}, {"service", d.dir.Services}, {"service guard", d.dir.ServiceGuard}} {
+			for i, r := range group.rules {
+				if err := validateRule(r); err != nil {
+					return fmt.Errorf("%s %s %d: %w", d.name, group.what, i, err)
+				}
+				if group.what == "service" && r.Peer.Any {
+					return fmt.Errorf("%s service %d: a service rule needs frontend addresses, not any peer", d.name, i)
 				}
 			}
-			for _, p := range r.Ports {
-				if err := validatePort(p); err != nil {
-					return fmt.Errorf("%s rule %d: %w", d.name, i, err)
-				}
-			}
+		}
+	}
+	return nil
+}
+
+func validateRule(r policy.Rule) error {
+	for _, p := range r.Peer.Prefixes {
+		if !p.IsValid() {
+			return fmt.Errorf("invalid prefix %q", p)
+		}
+	}
+	for _, p := range r.Ports {
+		if err := validatePort(p); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -101,6 +101,30 @@ var renderCases = []struct {
 	{"slash-zero", Spec{Pod: "default/world", Firewall: &policy.Firewall{
 		Egress: isolated(rule(from("0.0.0.0/0", "::/0"), tcp(443)), rule(from("0.0.0.0/0"), udp(53))),
 	}, NodeAddrs: nodeAddrs}},
+	{"services", Spec{Pod: "app/client", Firewall: &policy.Firewall{
+		Ingress: isolated(rule(from("10.204.1.0/24"), tcp(8080))),
+		Egress: withServices(isolated(rule(from("0.0.0.0/0", "::/0"))),
+			[]policy.Rule{
+				rule(from("10.204.64.10/32", "10.204.64.40/31", "fd00:204::5:40/128"), tcp(80)),
+				rule(from("10.204.64.53/32"), udp(53)),
+				rule(from("fd00:204::5:53/128"), tcp(53)),
+			},
+			[]policy.Rule{
+				rule(from("10.204.64.0/20", "fd00:204::5:0/112")),
+				rule(from("10.204.200.60/32", "10.204.200.61/32"), tcp(443), tcp(8443)),
+			}),
+	}, NodeAddrs: nodeAddrs}},
+	{"services-guard-only", Spec{Pod: "app/world", Firewall: &policy.Firewall{
+		// An Any rule with ports: nothing allowed, the guard still needed.
+		Egress: withServices(isolated(rule(anyPeer, tcp(443), udp(53))), nil,
+			[]policy.Rule{rule(from("10.204.64.0/20"))}),
+	}, NodeAddrs: nodeAddrs}},
+}
+
+// withServices returns d with Service rules and a guard.
+func withServices(d policy.Direction, services, guard []policy.Rule) policy.Direction {
+	d.Services, d.ServiceGuard = services, guard
+	return d
 }
 
 // formatRuleset is the golden-file form of a Ruleset.

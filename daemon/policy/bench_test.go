@@ -133,3 +133,62 @@ func BenchmarkCompile(b *testing.B) {
 	}
 	b.ReportMetric(float64(rules), "rules")
 }
+
+// addBenchmarkServices adds nServices Services to st, each with a ClusterIP
+// from 10.96.0.0/16, one named port whose targetPort resolves to the pods'
+// "http" port, and an EndpointSlice per target port number with 5 of the
+// pods of its namespace (one of them not ready).
+func addBenchmarkServices(st *State, nServices int) {
+	st.ServiceCIDRs = []netip.Prefix{netip.MustParsePrefix("10.96.0.0/16")}
+	podsByNS := make(map[string][]*Pod)
+	for _, p := range st.Pods {
+		podsByNS[p.Namespace] = append(podsByNS[p.Namespace], p)
+	}
+	for i := range nServices {
+		ns := st.Namespaces[i%len(st.Namespaces)].Name
+		name := fmt.Sprintf("svc-%05d", i)
+		st.Services = append(st.Services, &Service{
+			Namespace:  ns,
+			Name:       name,
+			ClusterIPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)})},
+			Ports:      []ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80}},
+		})
+		byPort := make(map[int32]*EndpointSlice)
+		for j, p := range podsByNS[ns] {
+			if j >= 5 {
+				break
+			}
+			port := p.Ports[0].Port
+			es := byPort[port]
+			if es == nil {
+				es = &EndpointSlice{Namespace: ns, Name: fmt.Sprintf("%s-%d", name, port), Service: name,
+					Ports: []EndpointPort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: port}}}
+				byPort[port] = es
+				st.EndpointSlices = append(st.EndpointSlices, es)
+			}
+			es.Endpoints = append(es.Endpoints, Endpoint{Addrs: p.IPs[:1], Ready: j != 4, NodeName: "node-1"})
+		}
+	}
+}
+
+// BenchmarkCompileServices is BenchmarkCompile with 2k Services: every
+// egress-isolated local pod is judged against every Service port.
+func BenchmarkCompileServices(b *testing.B) {
+	st, local := benchmarkState(10_000, 1_000, 1_000, 110)
+	addBenchmarkServices(st, 2_000)
+	res := Compile(st, local)
+	var open, verdicts int
+	for _, vs := range res.Services {
+		verdicts += len(vs)
+		for _, v := range vs {
+			if v.Allowed {
+				open++
+			}
+		}
+	}
+	for b.Loop() {
+		Compile(st, local)
+	}
+	b.ReportMetric(float64(verdicts), "verdicts")
+	b.ReportMetric(float64(open), "open")
+}

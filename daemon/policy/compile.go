@@ -18,19 +18,26 @@ type Result struct {
 	// Peer.Prefixes slices are shared between firewalls: treat them as
 	// read-only.
 	Firewalls map[string]*Firewall
+	// Services holds, per local pod whose egress is isolated (by
+	// LocalPod.Key), the verdict on every Service port and IP family with
+	// frontends, in Service and port order. Verdicts are shared between
+	// pods: treat them as read-only.
+	Services map[string][]ServiceVerdict
 	// Problems are the parts of the input the compiler could not use (a
-	// selector that does not parse, a bad CIDR, ...), each naming its
-	// policy. What is broken matches nothing; the policy still isolates the
-	// pods it selects.
+	// selector that does not parse, a bad CIDR, a Service port without a
+	// usable protocol or number, ...), each naming its object. What is
+	// broken matches nothing; a policy still isolates the pods it selects.
 	Problems []error
 }
 
 // Compile computes the firewall of every local pod from the cluster state,
-// with networking.k8s.io/v1 NetworkPolicy semantics. It does not modify its
-// input. Each rule's peer set is computed once per call and shared by every
-// local pod its policy selects.
+// with networking.k8s.io/v1 NetworkPolicy semantics, and for pods whose
+// egress is isolated the Service frontends they may reach (see
+// Direction.Services). It does not modify its input. Each rule's peer set is
+// computed once per call and shared by every local pod its policy selects;
+// each Service port's endpoints are collected once per call.
 func Compile(state *State, local []LocalPod) *Result {
-	res := &Result{Firewalls: make(map[string]*Firewall, len(local))}
+	res := &Result{Firewalls: make(map[string]*Firewall, len(local)), Services: make(map[string][]ServiceVerdict)}
 	if state == nil {
 		state = &State{}
 	}
@@ -40,7 +47,11 @@ func Compile(state *State, local []LocalPod) *Result {
 			res.Problems = append(res.Problems, fmt.Errorf("local pod %s: no pod object", lp.Key))
 			continue
 		}
-		res.Firewalls[lp.Key] = c.firewall(lp.Pod)
+		fw, verdicts := c.firewall(lp.Pod)
+		res.Firewalls[lp.Key] = fw
+		if fw.Egress.Isolated {
+			res.Services[lp.Key] = verdicts
+		}
 	}
 	return res
 }
@@ -62,6 +73,8 @@ type compiler struct {
 	all        *peerMatch
 	// unions are the unions of several peers' sets, by the sets' identity.
 	unions map[string]*netipx.IPSet
+	// services are the Service frontends, their endpoints and the guard.
+	services *serviceTable
 }
 
 // peerPod is an eligible peer pod and the addresses it owns.
@@ -133,6 +146,7 @@ func newCompiler(state *State, res *Result) *compiler {
 		}
 		c.policiesByNS[p.policy.namespace] = append(c.policiesByNS[p.policy.namespace], p.policy)
 	}
+	c.services = newServiceTable(state, res)
 	return c
 }
 
@@ -196,8 +210,9 @@ func claimsBefore(a, b *Pod) bool {
 	return a.UID < b.UID
 }
 
-// firewall compiles the firewall of one local pod.
-func (c *compiler) firewall(pod *Pod) *Firewall {
+// firewall compiles the firewall of one local pod and, when its egress is
+// isolated, its Service verdicts.
+func (c *compiler) firewall(pod *Pod) (*Firewall, []ServiceVerdict) {
 	fw := &Firewall{}
 	var selecting []*parsedPolicy
 	for _, pp := range c.policiesByNS[pod.Namespace] {
@@ -224,7 +239,19 @@ func (c *compiler) firewall(pod *Pod) *Firewall {
 		d.Policies = slices.Compact(d.Policies)
 		d.Rules = rules.rules(&c.peers)
 	}
-	return fw
+	if !fw.Egress.Isolated {
+		return fw, nil
+	}
+	// Frontends are judged by the pod's own rules, so named ports,
+	// ipBlocks, excepts and peer-less rules count exactly as for traffic
+	// sent to the endpoints directly.
+	o := c.services.outcome(fw.Egress.Rules, pod.NodeName)
+	fw.Egress.Services = o.rules
+	if len(fw.Egress.Rules) > 0 {
+		// Without ordinary rules nothing could match a frontend.
+		fw.Egress.ServiceGuard = c.services.guard
+	}
+	return fw, o.verdicts
 }
 
 // addRule adds what rule r allows the local pod to rules.

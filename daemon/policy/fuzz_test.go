@@ -39,17 +39,24 @@ func FuzzCompile(f *testing.F) {
 			t.Fatal("two compiles of the same input differ")
 		}
 		reversed := &State{
-			Namespaces: slices.Clone(st.Namespaces),
-			Pods:       slices.Clone(st.Pods),
-			Policies:   slices.Clone(st.Policies),
+			Namespaces:     slices.Clone(st.Namespaces),
+			Pods:           slices.Clone(st.Pods),
+			Policies:       slices.Clone(st.Policies),
+			Services:       slices.Clone(st.Services),
+			EndpointSlices: slices.Clone(st.EndpointSlices),
+			ServiceCIDRs:   slices.Clone(st.ServiceCIDRs),
 		}
 		slices.Reverse(reversed.Namespaces)
 		slices.Reverse(reversed.Pods)
 		slices.Reverse(reversed.Policies)
+		slices.Reverse(reversed.Services)
+		slices.Reverse(reversed.EndpointSlices)
+		slices.Reverse(reversed.ServiceCIDRs)
 		if other := Compile(reversed, local); !reflect.DeepEqual(res, other) {
 			t.Fatal("compiles of the same input in reverse order differ")
 		}
-		defaulted := &State{Namespaces: st.Namespaces, Pods: st.Pods}
+		defaulted := &State{Namespaces: st.Namespaces, Pods: st.Pods,
+			Services: st.Services, EndpointSlices: st.EndpointSlices, ServiceCIDRs: st.ServiceCIDRs}
 		for _, np := range st.Policies {
 			np = np.DeepCopy()
 			ApplyDefaults(np)
@@ -62,6 +69,7 @@ func FuzzCompile(f *testing.F) {
 			t.Fatal("applying the API defaults changed the result")
 		}
 		checkInvariants(t, res)
+		checkServiceVerdicts(t, res)
 
 		for _, lp := range local {
 			fw := res.Firewalls[lp.Key]
@@ -123,6 +131,7 @@ func fuzzState(t *testing.T, in *fuzzInput) (*State, []LocalPod) {
 			Labels:    fuzzLabels(in),
 			Phase:     fuzzinput.Pick(in, corev1.PodRunning, corev1.PodRunning, corev1.PodPending, corev1.PodSucceeded, corev1.PodFailed, ""),
 			Created:   metav1.Unix(int64(1_700_000_000+in.Intn(3)), 0),
+			NodeName:  "node-1",
 		}
 		p.HostNetwork = in.Intn(8) == 0
 		p.Deleting = in.Intn(6) == 0
@@ -152,7 +161,60 @@ func fuzzState(t *testing.T, in *fuzzInput) (*State, []LocalPod) {
 		}
 		st.Policies = append(st.Policies, np)
 	}
+	fuzzServices(in, st)
 	return st, local
+}
+
+// fuzzServices adds up to 3 Services to st: ClusterIPs 10.9.1.<i> and
+// fd09::1:<i> (either or both, or none: headless), now and then an external
+// IP 10.9.2.<i>, one or two ports named from fuzzPortNames, and up to two
+// EndpointSlices each, whose endpoints are pod addresses or other
+// addresses of 10.9.0.0/28 and fd09::/124, ready or not, on node-1, node-2
+// or no node. Now and then a Service CIDR covers the IPv4 ClusterIPs.
+func fuzzServices(in *fuzzInput, st *State) {
+	if in.Bool() {
+		st.ServiceCIDRs = append(st.ServiceCIDRs, netip.MustParsePrefix("10.9.1.0/28"))
+	}
+	for i := range in.Intn(4) {
+		svc := &Service{Namespace: fuzzNamespaces[in.Intn(len(fuzzNamespaces))], Name: fmt.Sprintf("svc-%d", i),
+			InternalTrafficLocal: in.Intn(4) == 0}
+		switch in.Intn(4) {
+		case 0:
+		case 1:
+			svc.ClusterIPs = []netip.Addr{netip.AddrFrom4([4]byte{10, 9, 1, byte(i)})}
+		case 2:
+			svc.ClusterIPs = []netip.Addr{netip.AddrFrom16([16]byte{0: 0xfd, 1: 0x09, 13: 1, 15: byte(i)})}
+		default:
+			svc.ClusterIPs = []netip.Addr{netip.AddrFrom4([4]byte{10, 9, 1, byte(i)}), netip.AddrFrom16([16]byte{0: 0xfd, 1: 0x09, 13: 1, 15: byte(i)})}
+		}
+		if in.Intn(4) == 0 {
+			svc.ExternalIPs = []netip.Addr{netip.AddrFrom4([4]byte{10, 9, 2, byte(i)})}
+		}
+		for j := range 1 + in.Intn(2) {
+			sp := ServicePort{Name: fuzzPortNames[j], Protocol: fuzzinput.Pick(in, fuzzProtocols...), Port: fuzzPortNumber(in)}
+			if j > 0 && sp.Protocol == svc.Ports[0].Protocol && sp.Port == svc.Ports[0].Port {
+				continue // the API allows a protocol and port once per Service
+			}
+			svc.Ports = append(svc.Ports, sp)
+		}
+		st.Services = append(st.Services, svc)
+		for k := range in.Intn(3) {
+			sp := svc.Ports[in.Intn(len(svc.Ports))]
+			es := &EndpointSlice{Namespace: svc.Namespace, Name: fmt.Sprintf("%s-%d", svc.Name, k), Service: svc.Name,
+				Ports: []EndpointPort{{Name: sp.Name, Protocol: sp.Protocol, Port: fuzzPortNumber(in)}}}
+			for range in.Intn(4) {
+				var a netip.Addr
+				if in.Bool() {
+					a = netip.AddrFrom4([4]byte{10, 9, 0, byte(in.Intn(16))})
+				} else {
+					a = netip.AddrFrom16([16]byte{0: 0xfd, 1: 0x09, 15: byte(in.Intn(16))})
+				}
+				es.Endpoints = append(es.Endpoints, Endpoint{Addrs: []netip.Addr{a}, Ready: in.Intn(4) != 0,
+					NodeName: fuzzinput.Pick(in, "node-1", "node-2", "")})
+			}
+			st.EndpointSlices = append(st.EndpointSlices, es)
+		}
+	}
 }
 
 // fuzzLabels returns up to 3 labels (nil for none).

@@ -22,8 +22,11 @@ import (
 
 // cluster is a hand-built cluster state. Every pod of it is local.
 type cluster struct {
-	namespaces []*Namespace
-	pods       []*Pod
+	namespaces   []*Namespace
+	pods         []*Pod
+	services     []*Service
+	slices       []*EndpointSlice
+	serviceCIDRs []netip.Prefix
 }
 
 // created is the creation time of every test pod unless a test says
@@ -82,7 +85,8 @@ func (c *cluster) namespace(t *testing.T, name string) *Namespace {
 }
 
 func (c *cluster) state(policies ...*networkingv1.NetworkPolicy) *State {
-	return &State{Namespaces: c.namespaces, Pods: c.pods, Policies: policies}
+	return &State{Namespaces: c.namespaces, Pods: c.pods, Policies: policies,
+		Services: c.services, EndpointSlices: c.slices, ServiceCIDRs: c.serviceCIDRs}
 }
 
 // localKey is the attachment key the tests give a pod.
@@ -163,9 +167,21 @@ func (w *world) allowed(src, dst netip.Addr, port int32, proto corev1.Protocol) 
 	return true
 }
 
+// directionAllows walks a direction as the dataplane renders it: Services
+// accept, then ServiceGuard drops, then Rules accept.
 func directionAllows(d Direction, remote netip.Addr, port int32, proto corev1.Protocol) bool {
 	if !d.Isolated {
 		return true
+	}
+	for _, r := range d.Services {
+		if peerContains(r.Peer, remote) && portsMatch(r.Ports, port, proto) {
+			return true
+		}
+	}
+	for _, r := range d.ServiceGuard {
+		if peerContains(r.Peer, remote) && portsMatch(r.Ports, port, proto) {
+			return false
+		}
 	}
 	for _, r := range d.Rules {
 		if peerContains(r.Peer, remote) && portsMatch(r.Ports, port, proto) {
@@ -253,8 +269,31 @@ func checkInvariants(t *testing.T, res *Result) {
 	for key, fw := range res.Firewalls {
 		for name, d := range map[string]Direction{"ingress": fw.Ingress, "egress": fw.Egress} {
 			where := key + " " + name
-			if !d.Isolated && (len(d.Rules) > 0 || len(d.Policies) > 0) {
+			if !d.Isolated && (len(d.Rules) > 0 || len(d.Policies) > 0 || len(d.Services) > 0 || len(d.ServiceGuard) > 0) {
 				t.Errorf("%s: open direction has rules or policies: %+v", where, d)
+			}
+			if name == "ingress" && (len(d.Services) > 0 || len(d.ServiceGuard) > 0) {
+				t.Errorf("%s: services on ingress: %+v", where, d)
+			}
+			if len(d.Rules) == 0 && len(d.ServiceGuard) > 0 {
+				t.Errorf("%s: a service guard without rules to guard against", where)
+			}
+			for i, r := range d.Services {
+				if r.Peer.Any || len(r.Peer.Prefixes) == 0 || len(r.Ports) != 1 || r.Ports[0].Port == 0 || r.Ports[0].EndPort != 0 {
+					t.Errorf("%s: service rule %d is not frontends on one port: %+v", where, i, r)
+					continue
+				}
+				if i > 0 && comparePorts(d.Services[i-1].Ports[0], r.Ports[0]) >= 0 {
+					t.Errorf("%s: service rules %d and %d not in port order", where, i-1, i)
+				}
+				if !minimalPrefixes(r.Peer.Prefixes) {
+					t.Errorf("%s: service rule %d: prefixes not sorted, disjoint and minimal: %v", where, i, r.Peer.Prefixes)
+				}
+			}
+			for i, r := range d.ServiceGuard {
+				if r.Peer.Any || len(r.Peer.Prefixes) == 0 || !minimalPrefixes(r.Peer.Prefixes) {
+					t.Errorf("%s: guard rule %d: not a minimal list of prefixes: %+v", where, i, r)
+				}
 			}
 			if !slices.IsSorted(d.Policies) || len(slices.Compact(slices.Clone(d.Policies))) != len(d.Policies) {
 				t.Errorf("%s: policies not sorted and unique: %v", where, d.Policies)
@@ -285,6 +324,16 @@ func checkInvariants(t *testing.T, res *Result) {
 			}
 		}
 	}
+}
+
+// minimalPrefixes reports whether prefixes are sorted, disjoint and minimal.
+func minimalPrefixes(prefixes []netip.Prefix) bool {
+	var b netipx.IPSetBuilder
+	for _, p := range prefixes {
+		b.AddPrefix(p)
+	}
+	set, err := b.IPSet()
+	return err == nil && slices.Equal(set.Prefixes(), prefixes)
 }
 
 // parsePolicies reads NetworkPolicies from YAML documents separated by "---".

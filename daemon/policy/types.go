@@ -1,8 +1,10 @@
 // Package policy compiles Kubernetes NetworkPolicies into the desired firewall
 // of each local pod. It is pure: it takes the cluster state (namespaces, pods,
-// policies) and the local pods, and returns, per local pod, which directions
-// are isolated and which (peer, port) pairs are allowed. It does no I/O and
-// must not import client-go, the dataplane or anything that touches the host.
+// policies, Services and their EndpointSlices) and the local pods, and
+// returns, per local pod, which directions are isolated, which (peer, port)
+// pairs are allowed and which Service frontends egress may reach (judged by
+// their endpoints). It does no I/O and must not import client-go, the
+// dataplane or anything that touches the host.
 package policy
 
 import (
@@ -145,9 +147,12 @@ type Firewall struct {
 func (f *Firewall) Isolated() bool { return f.Ingress.Isolated || f.Egress.Isolated }
 
 // Direction is one direction of a pod's firewall. When Isolated is false the
-// direction is open and Rules is empty. When it is true, traffic is allowed
-// exactly when some rule matches (plus loopback, established connections and,
-// for ingress, the node's own addresses, which the dataplane adds).
+// direction is open and Rules, Services and ServiceGuard are empty. When it is
+// true, traffic is allowed exactly when some rule matches (plus loopback,
+// established connections and, for ingress, the node's own addresses, which
+// the dataplane adds); for egress a destination that some Services rule
+// matches is allowed, one that a ServiceGuard rule matches is dropped, and
+// only the rest is judged by Rules.
 type Direction struct {
 	Isolated bool
 	// Policies are "namespace/name" of the policies that select the pod for
@@ -155,6 +160,21 @@ type Direction struct {
 	Policies []string
 	// Rules are deduplicated and sorted deterministically.
 	Rules []Rule
+	// Services (egress only) are the Service frontends the pod may reach:
+	// one rule per service port (one Port: protocol and number), sorted by
+	// port, whose peer holds every frontend address (ClusterIP, external or
+	// load-balancer IP) the compiler allowed on that port. They are matched
+	// before ServiceGuard and Rules. Pods with the same egress rules share
+	// the slices: treat them as read-only.
+	Services []Rule
+	// ServiceGuard (egress only, when Rules is not empty) are the Service
+	// frontends that no rule of Rules may match: they are dropped after
+	// Services and before Rules. A rule without ports holds every ClusterIP
+	// and the ServiceCIDRs; the others hold external and load-balancer IPs
+	// on their service ports only (other ports of such an address are not a
+	// Service). Every firewall of one Compile shares the slices: treat them
+	// as read-only.
+	ServiceGuard []Rule
 }
 
 // Rule allows traffic from (ingress) or to (egress) Peer on any of Ports.
