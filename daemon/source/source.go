@@ -1,9 +1,11 @@
 // Package source turns Kubernetes API objects into the stripped objects the
-// policy compiler works on (policy.Pod, policy.Namespace, and NetworkPolicies
-// with the API's defaults applied and validated). Every policy source uses it:
-// the client-go informers and the manifests directory (package
-// source/manifests) must agree on what a Pod or a Namespace means. It does no
-// I/O and must not import client-go, the dataplane or the sync package.
+// policy compiler works on (policy.Pod, policy.Namespace, NetworkPolicies
+// with the API's defaults applied and validated, policy.Service,
+// policy.EndpointSlice, ServiceCIDR ranges and a Node's addresses). Every
+// policy source uses it: the client-go informers and the manifests directory
+// (package source/manifests) must agree on what a Pod or a Namespace means.
+// It does no I/O and must not import client-go, the dataplane or the sync
+// package.
 package source
 
 import (

@@ -3,9 +3,11 @@ package kube
 import (
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/cache"
@@ -15,11 +17,15 @@ const (
 	benchNamespaces = 1000
 	benchPods       = 10000
 	benchPolicies   = 1000
+	benchServices   = 1000 // each with one EndpointSlice of 10 of the pods
 )
 
 // benchSource returns a source whose caches and state hold 1k namespaces,
-// 10k pods and 1k policies, filled through the same transform and apply path
-// the informers use (without running them).
+// 10k pods, 1k policies, 1k Services and their 1k EndpointSlices (10k
+// endpoints), filled through the same transform and apply path the
+// informers use (without running them). The API objects are as the API
+// server and the EndpointSlice controller write them (targetRef, zone,
+// managed-by labels, annotations), so that the transform's trimming counts.
 func benchSource(b *testing.B) *Source {
 	b.Helper()
 	s := New(fake.NewClientset(), testNode, nil)
@@ -54,8 +60,33 @@ func benchSource(b *testing.B) *Source {
 		ns := fmt.Sprintf("ns-%04d", i%benchNamespaces)
 		add(s.policies, kindPolicy, newPolicy(ns, fmt.Sprintf("allow-%04d", i), fmt.Sprintf("app-%d", i%50), 8080))
 	}
-	if st := s.State(); len(st.Pods) != benchPods || len(st.Namespaces) != benchNamespaces || len(st.Policies) != benchPolicies {
-		b.Fatalf("state has %d pods, %d namespaces, %d policies", len(st.Pods), len(st.Namespaces), len(st.Policies))
+	for i := range benchServices {
+		ns := fmt.Sprintf("ns-%04d", i%benchNamespaces)
+		name := fmt.Sprintf("svc-%04d", i)
+		svc := newService(ns, name, fmt.Sprintf("10.96.%d.%d", i/256, i%256))
+		svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: "metrics", Port: 9090, Protocol: corev1.ProtocolTCP})
+		svc.Annotations = map[string]string{"kubectl.kubernetes.io/last-applied-configuration": strings.Repeat("x", 600)}
+		add(s.services, kindService, svc)
+		ready := map[string]bool{}
+		for j := range 10 {
+			p := i*10 + j
+			ready[fmt.Sprintf("10.%d.%d.%d", 100+p/65536, p/256%256, p%256)] = true
+		}
+		slice := newSlice(ns, name+"-abcde", name, 8080, ready)
+		slice.Labels[discoveryv1.LabelManagedBy] = "endpointslice-controller.k8s.io"
+		slice.Annotations = map[string]string{"endpoints.kubernetes.io/last-change-trigger-time": "2026-01-02T03:04:05Z"}
+		for j := range slice.Endpoints {
+			node, zone, yes := fmt.Sprintf("node-%03d", j), "zone-a", true
+			slice.Endpoints[j].NodeName, slice.Endpoints[j].Zone = &node, &zone
+			slice.Endpoints[j].Conditions.Serving, slice.Endpoints[j].Conditions.Terminating = &yes, new(bool)
+			slice.Endpoints[j].TargetRef = &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: fmt.Sprintf("pod-%05d", i*10+j), UID: "0123456789abcdef0123456789abcdef"}
+		}
+		add(s.endpointSlices, kindEndpointSlice, slice)
+	}
+	if st := s.State(); len(st.Pods) != benchPods || len(st.Namespaces) != benchNamespaces || len(st.Policies) != benchPolicies ||
+		len(st.Services) != benchServices || len(st.EndpointSlices) != benchServices {
+		b.Fatalf("state has %d pods, %d namespaces, %d policies, %d services, %d slices",
+			len(st.Pods), len(st.Namespaces), len(st.Policies), len(st.Services), len(st.EndpointSlices))
 	}
 	return s
 }
@@ -114,6 +145,26 @@ func BenchmarkState(b *testing.B) {
 			}
 		}
 	})
+	b.Run("after-endpoint-change", func(b *testing.B) {
+		obj, _, _ := s.endpointSlices.GetIndexer().GetByKey("ns-0007/svc-0007-abcde")
+		slice := obj.(*discoveryv1.EndpointSlice).DeepCopy()
+		key := objectKey{kind: kindEndpointSlice, namespace: slice.Namespace, name: slice.Name}
+		b.ReportAllocs()
+		ready := true // as created
+		for b.Loop() {
+			ready = !ready
+			slice.Endpoints[0].Conditions.Ready = &ready
+			if err := s.endpointSlices.GetIndexer().Update(slice.DeepCopy()); err != nil {
+				b.Fatal(err)
+			}
+			if changed, err := s.apply(key); err != nil || !changed {
+				b.Fatalf("apply = %v, %v", changed, err)
+			}
+			if len(s.State().EndpointSlices) != benchServices {
+				b.Fatal("slices missing")
+			}
+		}
+	})
 	b.Run("status-only-pod-update", func(b *testing.B) {
 		obj, _, _ := s.pods.GetIndexer().GetByKey("ns-0009/pod-00009")
 		pod := obj.(*corev1.Pod)
@@ -130,8 +181,9 @@ func BenchmarkState(b *testing.B) {
 	})
 }
 
-// BenchmarkMemory reports the heap that 10k pods, 1k namespaces and 1k
-// policies take in the caches plus the maintained state.
+// BenchmarkMemory reports the heap that 10k pods, 1k namespaces, 1k
+// policies, 1k Services and 1k EndpointSlices take in the caches plus the
+// maintained state.
 func BenchmarkMemory(b *testing.B) {
 	for b.Loop() {
 		runtime.GC()

@@ -1,8 +1,12 @@
 // Package kube is the Kubernetes policy source: client-go shared informers
 // watch every Pod of the cluster (peers on other nodes matter), every
-// Namespace and every NetworkPolicy, and the source keeps a stripped copy of
-// them (policy.Pod, policy.Namespace, defaulted and validated
-// NetworkPolicies) that the syncer reads as one snapshot. Events go through
+// Namespace, NetworkPolicy, Service, EndpointSlice and ServiceCIDR, and the
+// source keeps a stripped copy of them (policy.Pod, policy.Namespace,
+// defaulted and validated NetworkPolicies, policy.Service,
+// policy.EndpointSlice, the ServiceCIDR ranges) that the syncer reads as one
+// snapshot. It also watches this node's own Node object, whose addresses it
+// hands to a callback (they are always allowed into local pods; see
+// NotifyNodeAddrs). Events go through
 // a rate-limited work queue to a single worker, which applies each change
 // to the maintained state and calls the caller's changed func, coalescing
 // bursts and skipping updates the compiler cannot see. It may import
@@ -22,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"reflect"
 	"slices"
 	"strings"
@@ -30,11 +35,14 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/informers"
 	coreinformers "k8s.io/client-go/informers/core/v1"
+	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
 	networkinginformers "k8s.io/client-go/informers/networking/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -68,6 +76,10 @@ const (
 	kindPod kind = iota
 	kindNamespace
 	kindPolicy
+	kindService
+	kindEndpointSlice
+	kindServiceCIDR
+	kindNode
 )
 
 func (k kind) String() string {
@@ -78,6 +90,14 @@ func (k kind) String() string {
 		return "Namespace"
 	case kindPolicy:
 		return "NetworkPolicy"
+	case kindService:
+		return "Service"
+	case kindEndpointSlice:
+		return "EndpointSlice"
+	case kindServiceCIDR:
+		return "ServiceCIDR"
+	case kindNode:
+		return "Node"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -85,7 +105,7 @@ func (k kind) String() string {
 // objectKey is what the event handlers put on the work queue.
 type objectKey struct {
 	kind      kind
-	namespace string // empty for Namespaces
+	namespace string // empty for cluster-scoped kinds
 	name      string
 }
 
@@ -101,7 +121,9 @@ func (k objectKey) String() string { return k.kind.String() + " " + k.storeKey()
 
 // watched is this source's handler registration on one informer.
 type watched struct {
-	name         string // "pods", "namespaces", "networkpolicies"
+	name         string // "pods", "namespaces", "networkpolicies", ...
+	kind         kind
+	informer     cache.SharedIndexInformer
 	registration cache.ResourceEventHandlerRegistration
 }
 
@@ -112,13 +134,20 @@ type Source struct {
 	nodeName string
 	log      *slog.Logger
 
-	factory    informers.SharedInformerFactory
-	pods       cache.SharedIndexInformer
-	namespaces cache.SharedIndexInformer
-	policies   cache.SharedIndexInformer
-	watched    []watched
-	queue      workqueue.TypedRateLimitingInterface[objectKey]
-	initErr    error // registering the event handlers failed
+	factory        informers.SharedInformerFactory
+	pods           cache.SharedIndexInformer
+	namespaces     cache.SharedIndexInformer
+	policies       cache.SharedIndexInformer
+	services       cache.SharedIndexInformer
+	endpointSlices cache.SharedIndexInformer
+	node           cache.SharedIndexInformer // this node's Node object only
+	// serviceCIDRs is not part of the factory: Run starts it only when
+	// ServiceCIDRs can be listed (see probeServiceCIDRs).
+	serviceCIDRs cache.SharedIndexInformer
+	cidrWatch    atomic.Int32 // a cidrWatch* value
+	watched      []watched
+	queue        workqueue.TypedRateLimitingInterface[objectKey]
+	initErr      error // registering the event handlers failed
 
 	running atomic.Bool
 	synced  chan struct{} // closed once the first full state is built
@@ -136,10 +165,29 @@ type Source struct {
 	nsSet      *objectSet[*policy.Namespace]
 	policySet  *objectSet[*networkingv1.NetworkPolicy] // by "namespace/name"
 	policyErrs map[string]source.Error                 // by "namespace/name"
+	serviceSet *objectSet[*policy.Service]             // by "namespace/name"
+	sliceSet   *objectSet[*policy.EndpointSlice]       // by "namespace/name"
+	// cidrsByObject are the ranges of each ServiceCIDR object (by name),
+	// staticCIDRs those given to SetServiceCIDRs; cidrs is their union.
+	cidrsByObject map[string][]netip.Prefix
+	staticCIDRs   []netip.Prefix
+	cidrs         []netip.Prefix
+	cidrsStale    bool // cidrs changed since the last snapshot
+	// nodeAddrs are this node's Node object's addresses; nodeAddrsFunc is
+	// told when they change.
+	nodeAddrs     []netip.Addr
+	nodeAddrsFunc func([]netip.Addr)
 	// snapshot is what State returns; the list of a kind that changed
 	// since is copied again on the next State call, the others are reused.
 	snapshot *policy.State
 }
+
+// The states of the ServiceCIDR watch.
+const (
+	cidrWatchProbing     int32 = iota // not known yet whether they can be listed
+	cidrWatchOn                       // the informer runs
+	cidrWatchUnavailable              // forbidden or not served: --service-cidr only
+)
 
 // New returns a source that watches the cluster client talks to. nodeName is
 // this node's name (LocalPods). Nothing is watched until Run.
@@ -165,6 +213,9 @@ func New(client kubernetes.Interface, nodeName string, log *slog.Logger) *Source
 		nsSet:          newObjectSet(compareNamespaces),
 		policySet:      newObjectSet(comparePolicies),
 		policyErrs:     map[string]source.Error{},
+		serviceSet:     newObjectSet(compareServices),
+		sliceSet:       newObjectSet(compareEndpointSlices),
+		cidrsByObject:  map[string][]netip.Prefix{},
 		snapshot:       &policy.State{},
 	}
 	s.pods = s.factory.InformerFor(&corev1.Pod{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
@@ -181,22 +232,38 @@ func New(client kubernetes.Interface, nodeName string, log *slog.Logger) *Source
 			cache.NamespaceIndex: cache.MetaNamespaceIndexFunc,
 		})
 	})
+	s.services = s.factory.InformerFor(&corev1.Service{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
+		return coreinformers.NewServiceInformer(c, metav1.NamespaceAll, resync, cache.Indexers{})
+	})
+	s.endpointSlices = s.factory.InformerFor(&discoveryv1.EndpointSlice{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
+		return discoveryinformers.NewEndpointSliceInformer(c, metav1.NamespaceAll, resync, cache.Indexers{})
+	})
+	s.node = s.factory.InformerFor(&corev1.Node{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
+		return coreinformers.NewFilteredNodeInformer(c, resync, cache.Indexers{}, func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", nodeName).String()
+		})
+	})
+	s.serviceCIDRs = networkinginformers.NewServiceCIDRInformer(client, 0, cache.Indexers{})
 	var errs []error
-	for _, w := range []struct {
-		name     string
-		informer cache.SharedIndexInformer
-		kind     kind
-	}{
-		{"pods", s.pods, kindPod},
-		{"namespaces", s.namespaces, kindNamespace},
-		{"networkpolicies", s.policies, kindPolicy},
+	if err := s.serviceCIDRs.SetTransform(transform); err != nil {
+		errs = append(errs, fmt.Errorf("watch servicecidrs: %w", err))
+	}
+	for _, w := range []watched{
+		{name: "pods", informer: s.pods, kind: kindPod},
+		{name: "namespaces", informer: s.namespaces, kind: kindNamespace},
+		{name: "networkpolicies", informer: s.policies, kind: kindPolicy},
+		{name: "services", informer: s.services, kind: kindService},
+		{name: "endpointslices", informer: s.endpointSlices, kind: kindEndpointSlice},
+		{name: "servicecidrs", informer: s.serviceCIDRs, kind: kindServiceCIDR},
+		{name: "node " + nodeName, informer: s.node, kind: kindNode},
 	} {
 		reg, err := w.informer.AddEventHandler(s.handler(w.kind))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("watch %s: %w", w.name, err))
 			continue
 		}
-		s.watched = append(s.watched, watched{name: w.name, registration: reg})
+		w.registration = reg
+		s.watched = append(s.watched, w)
 	}
 	s.initErr = errors.Join(errs...)
 	return s
@@ -268,11 +335,22 @@ func (s *Source) Run(ctx context.Context, changed func()) {
 		s.queue.ShutDown()
 	}()
 	s.factory.StartWithContext(ctx)
-	s.log.Info("watching pods, namespaces and networkpolicies", "node", s.nodeName)
+	s.log.Info("watching pods, namespaces, networkpolicies, services, endpointslices and this node's Node", "node", s.nodeName)
 
 	start := time.Now()
+	if s.probeServiceCIDRs(ctx) {
+		s.cidrWatch.Store(cidrWatchOn)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			s.serviceCIDRs.RunWithContext(ctx)
+		}()
+		defer func() { <-done }()
+	} else {
+		s.cidrWatch.Store(cidrWatchUnavailable)
+	}
 	checkers := make([]cache.DoneChecker, 0, len(s.watched))
-	for _, w := range s.watched {
+	for _, w := range s.activeWatches() {
 		// Done once the informer synced and the handler got every
 		// object of the initial list.
 		checkers = append(checkers, w.registration.HasSyncedChecker())
@@ -284,7 +362,9 @@ func (s *Source) Run(ctx context.Context, changed func()) {
 	close(s.synced)
 	st := s.State()
 	s.log.Info("caches synced", "pods", len(st.Pods), "namespaces", len(st.Namespaces),
-		"policies", len(st.Policies), "errors", len(s.Errors()), "duration", time.Since(start).Round(time.Millisecond))
+		"policies", len(st.Policies), "services", len(st.Services), "endpointSlices", len(st.EndpointSlices),
+		"serviceCIDRs", prefixStrings(st.ServiceCIDRs), "nodeAddrs", len(s.NodeAddrs()),
+		"errors", len(s.Errors()), "duration", time.Since(start).Round(time.Millisecond))
 	if ctx.Err() != nil {
 		return
 	}
@@ -296,10 +376,7 @@ func (s *Source) Run(ctx context.Context, changed func()) {
 // handlers queued meanwhile are applied again by the worker, which then
 // finds nothing changed.
 func (s *Source) buildFirstState() {
-	for _, w := range []struct {
-		informer cache.SharedIndexInformer
-		kind     kind
-	}{{s.namespaces, kindNamespace}, {s.pods, kindPod}, {s.policies, kindPolicy}} {
+	for _, w := range s.activeWatches() {
 		var keys []objectKey
 		for _, key := range w.informer.GetStore().ListKeys() {
 			namespace, name, err := cache.SplitMetaNamespaceKey(key)
@@ -376,6 +453,14 @@ func (s *Source) apply(key objectKey) (bool, error) {
 		return s.applyNamespace(key)
 	case kindPolicy:
 		return s.applyPolicy(key)
+	case kindService:
+		return applyObject(s, s.services, s.serviceSet, key, source.ServiceFromAPI)
+	case kindEndpointSlice:
+		return applyObject(s, s.endpointSlices, s.sliceSet, key, source.EndpointSliceFromAPI)
+	case kindServiceCIDR:
+		return s.applyServiceCIDR(key)
+	case kindNode:
+		return s.applyNode(key)
 	}
 	return false, fmt.Errorf("unknown kind %v", key.kind)
 }
@@ -493,7 +578,9 @@ func (s *Source) applyPolicy(key objectKey) (bool, error) {
 	return true, nil
 }
 
-// State returns the current state, objects sorted by (namespace, name). It
+// State returns the current state, objects sorted by (namespace, name);
+// ServiceCIDRs are the union of the ServiceCIDR objects' ranges and those
+// given to SetServiceCIDRs, sorted. It
 // is a shared snapshot: callers must not modify it. Before the first sync
 // it is empty, and a firewall compiled from it would ignore every policy:
 // the daemon waits for WaitForSync before it restores or adds pods. It
@@ -502,7 +589,8 @@ func (s *Source) applyPolicy(key objectKey) (bool, error) {
 func (s *Source) State() *policy.State {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.podSet.stale && !s.nsSet.stale && !s.policySet.stale {
+	if !s.podSet.stale && !s.nsSet.stale && !s.policySet.stale &&
+		!s.serviceSet.stale && !s.sliceSet.stale && !s.cidrsStale {
 		return s.snapshot
 	}
 	next := *s.snapshot
@@ -514,6 +602,16 @@ func (s *Source) State() *policy.State {
 	}
 	if s.policySet.stale {
 		next.Policies = s.policySet.publish()
+	}
+	if s.serviceSet.stale {
+		next.Services = s.serviceSet.publish()
+	}
+	if s.sliceSet.stale {
+		next.EndpointSlices = s.sliceSet.publish()
+	}
+	if s.cidrsStale {
+		next.ServiceCIDRs = s.cidrs // replaced, never modified
+		s.cidrsStale = false
 	}
 	s.snapshot = &next
 	return s.snapshot
@@ -535,7 +633,10 @@ func (s *Source) Errors() []source.Error {
 
 // Ready returns nil once the caches have synced and the first state is
 // built, and stays nil from then on (an API outage keeps the last good
-// state). Before that it returns an error naming what has not synced.
+// state). Before that it returns an error naming what has not synced. The
+// caches are those of every watched kind and this node's Node; ServiceCIDRs
+// only when they can be listed (a forbidden list or a cluster that does not
+// serve them is logged once and does not hold readiness back).
 func (s *Source) Ready() error {
 	select {
 	case <-s.synced:
@@ -549,7 +650,7 @@ func (s *Source) Ready() error {
 		return errors.New("kubernetes source not started")
 	}
 	var pending []string
-	for _, w := range s.watched {
+	for _, w := range s.activeWatches() {
 		if !w.registration.HasSynced() {
 			pending = append(pending, w.name)
 		}

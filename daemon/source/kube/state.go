@@ -70,3 +70,11 @@ func compareNamespaces(a, b *policy.Namespace) int { return cmp.Compare(a.Name, 
 func comparePolicies(a, b *networkingv1.NetworkPolicy) int {
 	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 }
+
+func compareServices(a, b *policy.Service) int {
+	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+}
+
+func compareEndpointSlices(a, b *policy.EndpointSlice) int {
+	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+}

@@ -1,20 +1,24 @@
 // Package manifests is the --manifests DIR policy source: the Namespaces,
-// Pods and NetworkPolicies in a directory of YAML/JSON files are the whole
-// cluster state. It re-reads the directory when files change, keeps the last
+// Pods, NetworkPolicies, Services, EndpointSlices and ServiceCIDRs in a
+// directory of YAML/JSON files are the whole cluster state. It re-reads the directory when files change, keeps the last
 // good content of a file that breaks, and reports broken files as
 // source.Errors. It must not import client-go, the dataplane or the sync
 // package; it hands state to its caller and nothing else.
 //
 // Rules: DIR's *.yaml, *.yml and *.json files are read, several documents per
 // file (YAML "---" or consecutive JSON objects); dotfiles, editor temp files
-// and subfolders are ignored. Kinds are Namespace, Pod (v1), NetworkPolicy
-// (networking.k8s.io/v1), and List, NamespaceList, PodList and
-// NetworkPolicyList of them. Fields the API does not know are errors, as
-// with kubectl's strict validation. Pods and NetworkPolicies without a
-// namespace go to "default"; namespaces referred to but not declared exist
-// with just their kubernetes.io/metadata.name label. A file is broken when it
-// does not parse, has an unknown kind, an object without a name or a
-// NetworkPolicy the API server would reject: it is then reported and its last
+// and subfolders are ignored. Kinds are Namespace, Pod, Service (v1),
+// NetworkPolicy, ServiceCIDR (networking.k8s.io/v1), EndpointSlice
+// (discovery.k8s.io/v1), and List and the typed lists of them. Fields the API
+// does not know are errors, as with kubectl's strict validation. Namespaced
+// objects without a namespace go to "default"; namespaces that pods or
+// policies refer to but that are not declared exist with just their
+// kubernetes.io/metadata.name label. No controller runs: Services need their
+// clusterIP written out and EndpointSlices are read as written. The state's
+// ServiceCIDRs are the ServiceCIDR objects' ranges and those given to
+// SetServiceCIDRs. A file is broken when it does not parse, has an unknown
+// kind, an object without a name or a NetworkPolicy, Service, EndpointSlice
+// or ServiceCIDR the API server would reject: it is then reported and its last
 // good content stays in force (nothing, if it never was good). An object
 // defined twice is taken from the first file in sorted order (the first
 // document within a file) and the later definition is reported; the rest of
@@ -30,8 +34,10 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -39,7 +45,6 @@ import (
 	"time"
 
 	networkingv1 "k8s.io/api/networking/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 
 	"github.com/podwall/podwall/daemon/policy"
 	"github.com/podwall/podwall/daemon/source"
@@ -69,6 +74,8 @@ type Source struct {
 	errs       []source.Error
 	generation uint64          // bumped whenever state changes
 	logged     map[string]bool // duplicate-object errors already logged
+	// staticCIDRs are the ranges SetServiceCIDRs gave.
+	staticCIDRs []netip.Prefix
 }
 
 // stamp is what tells a file changed without reading it.
@@ -91,12 +98,15 @@ type file struct {
 
 // object is one API object of a file, converted for the policy compiler.
 type object struct {
-	kind      string // Namespace, Pod or NetworkPolicy
-	namespace string // empty for Namespaces
+	kind      string // Namespace, Pod, NetworkPolicy, Service, EndpointSlice or ServiceCIDR
+	namespace string // empty for Namespaces and ServiceCIDRs
 	name      string
 	ns        *policy.Namespace
 	pod       *policy.Pod
 	np        *networkingv1.NetworkPolicy
+	svc       *policy.Service
+	slice     *policy.EndpointSlice
+	cidrs     []netip.Prefix // of a ServiceCIDR
 }
 
 // id names the object in messages: "Pod nsa/web", "Namespace nsa".
@@ -127,6 +137,16 @@ func (s *Source) State() *policy.State {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.state
+}
+
+// SetServiceCIDRs sets ranges that the state adds to those of the
+// directory's ServiceCIDR objects (the daemon's --service-cidr). The state
+// changes at once; Run reports it like a file change.
+func (s *Source) SetServiceCIDRs(prefixes []netip.Prefix) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.staticCIDRs = source.UniquePrefixes(prefixes)
+	s.rebuild()
 }
 
 // Errors returns the problems currently reported: broken files and
@@ -339,6 +359,7 @@ func (s *Source) rebuild() {
 	slices.Sort(names)
 
 	next := &policy.State{}
+	cidrs := [][]netip.Prefix{s.staticCIDRs}
 	var errs []source.Error
 	definedIn := map[string]string{} // "kind namespace/name" -> file
 	declared := map[string]bool{}
@@ -373,6 +394,12 @@ func (s *Source) rebuild() {
 				next.Pods = append(next.Pods, o.pod)
 			case o.np != nil:
 				next.Policies = append(next.Policies, o.np)
+			case o.svc != nil:
+				next.Services = append(next.Services, o.svc)
+			case o.slice != nil:
+				next.EndpointSlices = append(next.EndpointSlices, o.slice)
+			case o.kind == "ServiceCIDR":
+				cidrs = append(cidrs, o.cidrs)
 			}
 		}
 	}
@@ -395,16 +422,27 @@ func (s *Source) rebuild() {
 	slices.SortFunc(next.Policies, func(a, b *networkingv1.NetworkPolicy) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
+	slices.SortFunc(next.Services, func(a, b *policy.Service) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	slices.SortFunc(next.EndpointSlices, func(a, b *policy.EndpointSlice) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	next.ServiceCIDRs = source.UniquePrefixes(cidrs...)
 
 	s.logged = map[string]bool{}
 	for _, e := range errs {
 		s.logged[e.Error()] = true
 	}
 	s.errs = errs
-	if !equality.Semantic.DeepEqual(s.state, next) {
+	// reflect.DeepEqual, not equality.Semantic: the latter panics on the
+	// unexported fields of netip.Addr (pod IPs, Service addresses). At worst
+	// it sees a change where there is none (a spurious changed call).
+	if !reflect.DeepEqual(s.state, next) {
 		s.state = next
 		s.generation++
 		s.log.Info("manifests state changed", "namespaces", len(next.Namespaces),
-			"pods", len(next.Pods), "policies", len(next.Policies), "errors", len(errs))
+			"pods", len(next.Pods), "policies", len(next.Policies), "services", len(next.Services),
+			"endpointSlices", len(next.EndpointSlices), "serviceCIDRs", len(next.ServiceCIDRs), "errors", len(errs))
 	}
 }

@@ -471,14 +471,14 @@ func TestChanges(t *testing.T) {
 			[]string{"x.yaml: document 2: parse:"}},
 		{"broken from the start contributes nothing",
 			func(t *testing.T) {
-				writeFile(t, dir, "y.yaml", podC+"---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\n")
+				writeFile(t, dir, "y.yaml", podC+"---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n")
 			},
 			[]string{nsaLine, podLine("b"), podLine("z")},
-			[]string{"x.yaml: document 2: parse:", `y.yaml: document 2: unsupported kind "Service"`}},
+			[]string{"x.yaml: document 2: parse:", `y.yaml: document 2: unsupported kind "Deployment"`}},
 		{"fixed file clears its error",
 			func(t *testing.T) { writeFile(t, dir, "x.yaml", podC) },
 			[]string{nsaLine, podLine("c"), podLine("z")},
-			[]string{`y.yaml: document 2: unsupported kind "Service"`}},
+			[]string{`y.yaml: document 2: unsupported kind "Deployment"`}},
 		{"broken file removed",
 			func(t *testing.T) {
 				if err := os.Remove(path("y.yaml")); err != nil {

@@ -8,6 +8,7 @@ import (
 	"io"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	yamlutil "k8s.io/apimachinery/pkg/util/yaml"
@@ -16,12 +17,13 @@ import (
 	"github.com/podwall/podwall/daemon/source"
 )
 
-// defaultNamespace is where Pods and NetworkPolicies without a namespace go.
+// defaultNamespace is where namespaced objects without a namespace go.
 const defaultNamespace = "default"
 
 const (
-	apiV1        = "v1"
-	apiNetworkV1 = "networking.k8s.io/v1"
+	apiV1          = "v1"
+	apiNetworkV1   = "networking.k8s.io/v1"
+	apiDiscoveryV1 = "discovery.k8s.io/v1"
 )
 
 // parseFile parses the documents of the file at path into objects. Any
@@ -99,6 +101,21 @@ func (p *documentParser) parse(raw []byte, lists bool) {
 		if p.decode(raw, &np) {
 			p.addPolicy(&np, p.where)
 		}
+	case tm.APIVersion == apiV1 && tm.Kind == "Service":
+		var svc corev1.Service
+		if p.decode(raw, &svc) {
+			p.addService(&svc, p.where)
+		}
+	case tm.APIVersion == apiDiscoveryV1 && tm.Kind == "EndpointSlice":
+		var slice discoveryv1.EndpointSlice
+		if p.decode(raw, &slice) {
+			p.addEndpointSlice(&slice, p.where)
+		}
+	case tm.APIVersion == apiNetworkV1 && tm.Kind == "ServiceCIDR":
+		var c networkingv1.ServiceCIDR
+		if p.decode(raw, &c) {
+			p.addServiceCIDR(&c, p.where)
+		}
 	case tm.APIVersion == apiV1 && tm.Kind == "List":
 		isList = true
 		var list metav1.List
@@ -137,8 +154,38 @@ func (p *documentParser) parse(raw []byte, lists bool) {
 				}
 			}
 		}
+	case tm.APIVersion == apiV1 && tm.Kind == "ServiceList":
+		isList = true
+		var list corev1.ServiceList
+		if lists && p.decode(raw, &list) {
+			for i := range list.Items {
+				if p.checkItemKind(list.Items[i].TypeMeta, "Service", i) {
+					p.addService(&list.Items[i], p.itemWhere(i))
+				}
+			}
+		}
+	case tm.APIVersion == apiDiscoveryV1 && tm.Kind == "EndpointSliceList":
+		isList = true
+		var list discoveryv1.EndpointSliceList
+		if lists && p.decode(raw, &list) {
+			for i := range list.Items {
+				if p.checkItemKind(list.Items[i].TypeMeta, "EndpointSlice", i) {
+					p.addEndpointSlice(&list.Items[i], p.itemWhere(i))
+				}
+			}
+		}
+	case tm.APIVersion == apiNetworkV1 && tm.Kind == "ServiceCIDRList":
+		isList = true
+		var list networkingv1.ServiceCIDRList
+		if lists && p.decode(raw, &list) {
+			for i := range list.Items {
+				if p.checkItemKind(list.Items[i].TypeMeta, "ServiceCIDR", i) {
+					p.addServiceCIDR(&list.Items[i], p.itemWhere(i))
+				}
+			}
+		}
 	default:
-		p.fail(p.where, fmt.Errorf("unsupported kind %q of apiVersion %q (want Namespace, Pod, NetworkPolicy or a List of them)", tm.Kind, tm.APIVersion))
+		p.fail(p.where, fmt.Errorf("unsupported kind %q of apiVersion %q (want Namespace, Pod, NetworkPolicy, Service, EndpointSlice, ServiceCIDR or a List of them)", tm.Kind, tm.APIVersion))
 	}
 	if isList && !lists {
 		p.fail(p.where, fmt.Errorf("a %s inside a List is not supported", tm.Kind))
@@ -214,5 +261,53 @@ func (p *documentParser) addPolicy(np *networkingv1.NetworkPolicy, where string)
 		return
 	}
 	o.np = valid
+	p.objects = append(p.objects, o)
+}
+
+func (p *documentParser) addService(svc *corev1.Service, where string) {
+	if svc.Name == "" {
+		p.fail(where, errors.New("Service: missing metadata.name"))
+		return
+	}
+	if svc.Namespace == "" {
+		svc.Namespace = defaultNamespace
+	}
+	o := object{kind: "Service", namespace: svc.Namespace, name: svc.Name}
+	if err := validateService(svc); err != nil {
+		p.fail(p.path+": "+o.id(), fmt.Errorf("invalid: %w", err))
+		return
+	}
+	o.svc = source.ServiceFromAPI(svc)
+	p.objects = append(p.objects, o)
+}
+
+func (p *documentParser) addEndpointSlice(slice *discoveryv1.EndpointSlice, where string) {
+	if slice.Name == "" {
+		p.fail(where, errors.New("EndpointSlice: missing metadata.name"))
+		return
+	}
+	if slice.Namespace == "" {
+		slice.Namespace = defaultNamespace
+	}
+	o := object{kind: "EndpointSlice", namespace: slice.Namespace, name: slice.Name}
+	if err := validateEndpointSlice(slice); err != nil {
+		p.fail(p.path+": "+o.id(), fmt.Errorf("invalid: %w", err))
+		return
+	}
+	o.slice = source.EndpointSliceFromAPI(slice)
+	p.objects = append(p.objects, o)
+}
+
+func (p *documentParser) addServiceCIDR(c *networkingv1.ServiceCIDR, where string) {
+	if c.Name == "" {
+		p.fail(where, errors.New("ServiceCIDR: missing metadata.name"))
+		return
+	}
+	o := object{kind: "ServiceCIDR", name: c.Name}
+	if err := validateServiceCIDR(c); err != nil {
+		p.fail(p.path+": "+o.id(), fmt.Errorf("invalid: %w", err))
+		return
+	}
+	o.cidrs = source.ServiceCIDRFromAPI(c)
 	p.objects = append(p.objects, o)
 }
