@@ -2,9 +2,11 @@ package metrics
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/podwall/podwall/proto/podwall/v1"
@@ -35,7 +37,35 @@ func (r *Registry) CNIInterceptor() grpc.UnaryServerInterceptor {
 		r.cniDuration.WithLabelValues(verb).Observe(time.Since(start).Seconds())
 		// status.Code says Unknown for an error without a status, as gRPC
 		// itself answers.
-		r.cniRequests.WithLabelValues(verb, status.Code(err).String()).Inc()
+		code := status.Code(err)
+		r.cniRequests.WithLabelValues(verb, code.String()).Inc()
+		if err != nil {
+			r.cniErrors.WithLabelValues(verb, strconv.Itoa(int(cniCode(verb, code)))).Inc()
+		}
 		return resp, err
 	}
+}
+
+// cniCode is the CNI error code the podwall plugin returns for a daemon's
+// answer with gRPC code code, as plugin/errors.go chooses it (codeForStatus
+// and cniError; the plugin cannot share code with the daemon): STATUS
+// fails with 50 whatever the code; otherwise InvalidArgument is 7 (invalid
+// network config), NotFound 8 (invalid netns), Unavailable and the other
+// retryable codes 11 (try again later), FailedPrecondition 100 (firewall
+// drift on CHECK), anything else 101 (the daemon failed).
+func cniCode(verb string, code codes.Code) uint {
+	if verb == "STATUS" {
+		return 50
+	}
+	switch code {
+	case codes.InvalidArgument:
+		return 7
+	case codes.NotFound:
+		return 8
+	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted, codes.Canceled:
+		return 11
+	case codes.FailedPrecondition:
+		return 100
+	}
+	return 101
 }

@@ -45,7 +45,10 @@ type Registry struct {
 	applyDuration prometheus.Histogram
 
 	cniRequests *prometheus.CounterVec
+	cniErrors   *prometheus.CounterVec
 	cniDuration *prometheus.HistogramVec
+
+	dataplaneUsable prometheus.Gauge
 }
 
 // The syncer reports syncs and applies to a Registry.
@@ -87,12 +90,20 @@ func New(version string) *Registry {
 			Namespace: namespace, Name: "cni_requests_total",
 			Help: "CNI requests from the plugin, by verb and the gRPC status code the daemon answered.",
 		}, []string{"verb", "code"}),
+		cniErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "cni_errors_total",
+			Help: "CNI requests the daemon failed, by verb and the CNI error code the podwall plugin returns for the answer (7, 8, 11, 100, 101; 50 for STATUS). DEL errors are logged by the plugin, which reports success.",
+		}, []string{"verb", "cni_code"}),
 		cniDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "cni_request_duration_seconds",
 			Help:    "Duration of one CNI request from the plugin, by verb.",
 			Buckets: latencyBuckets,
 		}, []string{"verb"}),
 	}
+	r.dataplaneUsable = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "dataplane_usable",
+		Help: "1 when the last dataplane self-test (a firewall applied, read back and removed in a scratch network namespace) passed, else 0.",
+	})
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "build_info",
 		Help:        "Always 1; the labels say which podwalld this is.",
@@ -112,7 +123,7 @@ func New(version string) *Registry {
 
 	r.registry.MustRegister(
 		r.syncs, r.syncErrors, r.syncDuration, r.lastSync, r.applies, r.applyDuration,
-		r.cniRequests, r.cniDuration, buildInfo,
+		r.cniRequests, r.cniErrors, r.cniDuration, r.dataplaneUsable, buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -153,4 +164,14 @@ func (r *Registry) ApplyDone(d time.Duration, err error) {
 	}
 	r.applies.WithLabelValues(result).Inc()
 	r.applyDuration.Observe(d.Seconds())
+}
+
+// SetDataplaneUsable records the outcome of the daemon's dataplane
+// self-test.
+func (r *Registry) SetDataplaneUsable(ok bool) {
+	if ok {
+		r.dataplaneUsable.Set(1)
+	} else {
+		r.dataplaneUsable.Set(0)
+	}
 }

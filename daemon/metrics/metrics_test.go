@@ -63,7 +63,7 @@ func attachment(name, ip string) checkpoint.Attachment {
 
 var stateMetrics = []string{
 	"podwall_pods", "podwall_pods_isolated", "podwall_rules", "podwall_set_members",
-	"podwall_policies", "podwall_source_errors",
+	"podwall_policies", "podwall_source_errors", "podwall_pod_rules", "podwall_pod_set_members",
 }
 
 // TestStateGauges follows a syncer through attachments coming and going:
@@ -92,6 +92,7 @@ func TestStateGauges(t *testing.T) {
 			want: map[string]float64{
 				"podwall_pods": 0, "podwall_pods_isolated{direction=ingress}": 0, "podwall_pods_isolated{direction=egress}": 0,
 				"podwall_rules": 0, "podwall_set_members": 0, "podwall_policies": 2, "podwall_source_errors": 1,
+				"podwall_pod_rules_count": 0, "podwall_pod_rules_sum": 0, "podwall_pod_set_members_count": 0, "podwall_pod_set_members_sum": 0,
 			},
 		},
 		{
@@ -106,6 +107,7 @@ func TestStateGauges(t *testing.T) {
 			want: map[string]float64{
 				"podwall_pods": 1, "podwall_pods_isolated{direction=ingress}": 1, "podwall_pods_isolated{direction=egress}": 0,
 				"podwall_rules": 2, "podwall_set_members": 4, "podwall_policies": 2, "podwall_source_errors": 1,
+				"podwall_pod_rules_count": 1, "podwall_pod_rules_sum": 2, "podwall_pod_set_members_count": 1, "podwall_pod_set_members_sum": 4,
 			},
 		},
 		{
@@ -121,6 +123,7 @@ func TestStateGauges(t *testing.T) {
 			want: map[string]float64{
 				"podwall_pods": 2, "podwall_pods_isolated{direction=ingress}": 1, "podwall_pods_isolated{direction=egress}": 1,
 				"podwall_rules": 2, "podwall_set_members": 5, "podwall_policies": 2, "podwall_source_errors": 1,
+				"podwall_pod_rules_count": 2, "podwall_pod_rules_sum": 2, "podwall_pod_set_members_count": 2, "podwall_pod_set_members_sum": 5,
 			},
 		},
 		{
@@ -134,6 +137,7 @@ func TestStateGauges(t *testing.T) {
 			want: map[string]float64{
 				"podwall_pods": 3, "podwall_pods_isolated{direction=ingress}": 1, "podwall_pods_isolated{direction=egress}": 1,
 				"podwall_rules": 2, "podwall_set_members": 5, "podwall_policies": 2, "podwall_source_errors": 1,
+				"podwall_pod_rules_count": 2, "podwall_pod_rules_sum": 2, "podwall_pod_set_members_count": 2, "podwall_pod_set_members_sum": 5,
 			},
 		},
 		{
@@ -146,6 +150,7 @@ func TestStateGauges(t *testing.T) {
 			want: map[string]float64{
 				"podwall_pods": 2, "podwall_pods_isolated{direction=ingress}": 1, "podwall_pods_isolated{direction=egress}": 0,
 				"podwall_rules": 2, "podwall_set_members": 4, "podwall_policies": 2, "podwall_source_errors": 1,
+				"podwall_pod_rules_count": 1, "podwall_pod_rules_sum": 2, "podwall_pod_set_members_count": 1, "podwall_pod_set_members_sum": 4,
 			},
 		},
 	}
@@ -420,6 +425,9 @@ func TestExposition(t *testing.T) {
 		"podwall_policies":                     dto.MetricType_GAUGE,
 		"podwall_source_errors":                dto.MetricType_GAUGE,
 		"podwall_build_info":                   dto.MetricType_GAUGE,
+		"podwall_pod_rules":                    dto.MetricType_HISTOGRAM,
+		"podwall_pod_set_members":              dto.MetricType_HISTOGRAM,
+		"podwall_dataplane_usable":             dto.MetricType_GAUGE,
 	}
 	families, err := reg.Gatherer().Gather()
 	if err != nil {

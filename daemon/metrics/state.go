@@ -39,6 +39,8 @@ type stateCollector struct {
 	isolated     *prometheus.Desc
 	rules        *prometheus.Desc
 	setMembers   *prometheus.Desc
+	podRules     *prometheus.Desc
+	podMembers   *prometheus.Desc
 	policies     *prometheus.Desc
 	sourceErrors *prometheus.Desc
 }
@@ -56,6 +58,10 @@ func newStateCollector(pods Attachments, src PolicySource) *stateCollector {
 			"Allow rules (one peer with its ports) of the firewalls in force, summed over attachments.", nil, nil),
 		setMembers: prometheus.NewDesc(name("set_members"),
 			"Members of the peer ipsets of the firewalls in force, both families, summed over attachments (node-address sets not counted).", nil, nil),
+		podRules: prometheus.NewDesc(name("pod_rules"),
+			"Allow rules of each attachment's firewall in force (both directions), as a distribution over attachments.", nil, nil),
+		podMembers: prometheus.NewDesc(name("pod_set_members"),
+			"Members of each attachment's peer ipsets in force (both families), as a distribution over attachments.", nil, nil),
 		policies: prometheus.NewDesc(name("policies"),
 			"NetworkPolicies in the policy source.", nil, nil),
 		sourceErrors: prometheus.NewDesc(name("source_errors"),
@@ -65,7 +71,7 @@ func newStateCollector(pods Attachments, src PolicySource) *stateCollector {
 
 // Describe implements prometheus.Collector.
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.attachments, c.isolated, c.rules, c.setMembers, c.policies, c.sourceErrors} {
+	for _, d := range []*prometheus.Desc{c.attachments, c.isolated, c.rules, c.setMembers, c.podRules, c.podMembers, c.policies, c.sourceErrors} {
 		ch <- d
 	}
 }
@@ -74,6 +80,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	views := c.pods.Pods()
 	var ingress, egress, rules, members int
+	podRules, podMembers := newDistribution(rulesBuckets), newDistribution(membersBuckets)
 	for _, v := range views {
 		fw := v.Firewall
 		if fw == nil {
@@ -85,8 +92,11 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		if fw.Egress.Isolated {
 			egress++
 		}
-		rules += len(fw.Ingress.Rules) + len(fw.Egress.Rules)
-		members += peerSetMembers(fw)
+		n, m := len(fw.Ingress.Rules)+len(fw.Egress.Rules), peerSetMembers(fw)
+		rules += n
+		members += m
+		podRules.observe(n)
+		podMembers.observe(m)
 	}
 	var policies int
 	if st := c.src.State(); st != nil {
@@ -100,6 +110,8 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.isolated, egress, "egress")
 	gauge(c.rules, rules)
 	gauge(c.setMembers, members)
+	ch <- podRules.metric(c.podRules)
+	ch <- podMembers.metric(c.podMembers)
 	gauge(c.policies, policies)
 	gauge(c.sourceErrors, len(c.src.Errors()))
 }
@@ -113,4 +125,43 @@ func peerSetMembers(fw *policy.Firewall) int {
 		n += len(set.Members)
 	}
 	return n
+}
+
+// rulesBuckets and membersBuckets bound the per-attachment distributions:
+// from a pod with one rule to a namespace-wide allow list, and from a
+// handful of peers to a whole cluster's pods in a set.
+var (
+	rulesBuckets   = []float64{0, 1, 2, 5, 10, 20, 50, 100, 250, 500, 1000}
+	membersBuckets = []float64{0, 1, 10, 100, 1000, 10000, 100000}
+)
+
+// distribution counts values into cumulative buckets, for a histogram
+// computed at scrape time (no per-pod series).
+type distribution struct {
+	bounds []float64
+	counts map[float64]uint64
+	count  uint64
+	sum    float64
+}
+
+func newDistribution(bounds []float64) *distribution {
+	return &distribution{bounds: bounds, counts: make(map[float64]uint64, len(bounds))}
+}
+
+func (d *distribution) observe(v int) {
+	d.count++
+	d.sum += float64(v)
+	for _, b := range d.bounds {
+		if float64(v) <= b {
+			d.counts[b]++
+		}
+	}
+}
+
+func (d *distribution) metric(desc *prometheus.Desc) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(d.bounds))
+	for _, b := range d.bounds {
+		buckets[b] = d.counts[b]
+	}
+	return prometheus.MustNewConstHistogram(desc, d.count, d.sum, buckets)
 }
