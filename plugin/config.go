@@ -25,6 +25,9 @@ type pluginConfig struct {
 	FailOpen bool
 	// Timeout is the deadline of every RPC to the daemon.
 	Timeout time.Duration
+	// LogFile, when set, is the absolute path of a file the plugin appends
+	// its log lines to instead of writing them to stderr.
+	LogFile string
 }
 
 // podwallKeys holds the raw values of the keys podwall reads itself. Each is
@@ -34,6 +37,7 @@ type podwallKeys struct {
 	Socket   json.RawMessage `json:"socket"`
 	FailOpen json.RawMessage `json:"failOpen"`
 	Timeout  json.RawMessage `json:"timeout"`
+	LogFile  json.RawMessage `json:"logFile"`
 }
 
 // parseConfig decodes the network configuration from stdin. Unknown keys are
@@ -80,6 +84,18 @@ func parseConfig(data []byte) (*pluginConfig, error) {
 			errs = append(errs, fmt.Errorf("timeout %q must be positive", text))
 		} else {
 			conf.Timeout = timeout
+		}
+	}
+	if present(raw.LogFile) {
+		var logFile string
+		switch err := json.Unmarshal(raw.LogFile, &logFile); {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("logFile must be a string: %w", err))
+		case logFile == "":
+		case !filepath.IsAbs(logFile):
+			errs = append(errs, fmt.Errorf("logFile %q must be an absolute path", logFile))
+		default:
+			conf.LogFile = logFile
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

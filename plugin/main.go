@@ -5,14 +5,16 @@
 // firewall work itself and must not import anything under daemon/; it imports
 // only the generated API in proto/, the CNI libraries and gRPC.
 //
-// Verbs: ADD, DEL, CHECK and VERSION for cniVersion 0.4.0 and 1.0.0, plus
-// STATUS and GC for 1.1.0. Logs go to stderr only; stdout carries the CNI
-// result or error. CNI error codes are chosen in one place, cniError.
+// Verbs: ADD, DEL and VERSION for cniVersion 0.3.0 and 0.3.1 (still written by
+// some ENI plugins' conflists), plus CHECK for 0.4.0 and 1.0.0, plus STATUS and
+// GC for 1.1.0. Logs go to stderr, or to the file the config's
+// logFile names, never to stdout: stdout carries the CNI result or error. CNI error codes are chosen in one place, cniError.
 package main
 
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"time"
@@ -36,7 +38,7 @@ func main() {
 		Check:  withCNIError("CHECK", cmdCheck),
 		Status: withCNIError("STATUS", cmdStatus),
 		GC:     withCNIError("GC", cmdGC),
-	}, version.PluginSupports("0.4.0", "1.0.0", "1.1.0"),
+	}, version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"),
 		"podwall: Kubernetes NetworkPolicy for chained pod networks (talks to podwalld)")
 }
 
@@ -50,9 +52,14 @@ func withCNIError(verb string, run func(*skel.CmdArgs) error) func(*skel.CmdArgs
 	}
 }
 
-// newLogger logs to stderr, never stdout, which carries the CNI result.
-func newLogger(verb string, args *skel.CmdArgs) *slog.Logger {
-	return slog.New(slog.NewTextHandler(os.Stderr, nil)).With(
+// newLogger logs to conf's logFile, or to stderr when there is none (conf
+// may be nil); never to stdout, which carries the CNI result.
+func newLogger(conf *pluginConfig, verb string, args *skel.CmdArgs) *slog.Logger {
+	var w io.Writer = os.Stderr
+	if conf != nil && conf.LogFile != "" {
+		w = &logFile{path: conf.LogFile}
+	}
+	return slog.New(slog.NewTextHandler(w, nil)).With(
 		"plugin", "podwall", "verb", verb, "containerID", args.ContainerID, "ifName", args.IfName)
 }
 
@@ -80,7 +87,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return err
 	}
 
-	log := newLogger("ADD", args).With("pod", pod.String())
+	log := newLogger(conf, "ADD", args).With("pod", pod.String())
 	client, err := dialDaemon(conf.Socket)
 	if err == nil {
 		defer client.Close()
@@ -104,10 +111,10 @@ func cmdAdd(args *skel.CmdArgs) error {
 }
 
 func cmdDel(args *skel.CmdArgs) error {
-	log := newLogger("DEL", args)
 	// DEL always succeeds: a failing DEL leaves the pod stuck terminating,
 	// and whatever it cannot remove now the daemon removes on GC.
 	conf, err := parseConfig(args.StdinData)
+	log := newLogger(conf, "DEL", args)
 	if err != nil {
 		if conf == nil {
 			log.Warn("DEL: cannot read the config; nothing to do", "error", err)
@@ -195,7 +202,7 @@ func cmdStatus(args *skel.CmdArgs) error {
 	// not-ready toleration its pods are evicted. failOpen, which already
 	// chose availability over isolation for ADD, keeps STATUS green too.
 	if err != nil && conf.FailOpen && errors.Is(err, errDaemonUnreachable) {
-		newLogger("STATUS", args).Warn("failOpen: reporting ready although the daemon is unreachable", "error", err)
+		newLogger(conf, "STATUS", args).Warn("failOpen: reporting ready although the daemon is unreachable", "error", err)
 		return nil
 	}
 	return err
@@ -223,7 +230,7 @@ func cmdGC(args *skel.CmdArgs) error {
 		return err
 	}
 	if removed := resp.GetRemoved(); len(removed) > 0 {
-		log := newLogger("GC", args)
+		log := newLogger(conf, "GC", args)
 		for _, a := range removed {
 			log.Info("GC: removed attachment", "network", a.GetNetwork(),
 				"removedContainerID", a.GetContainerId(), "removedIfName", a.GetIfName())

@@ -279,13 +279,13 @@ const (
 // no interface and one on the host side, which is not the pod's.
 func prevResultJSON(cniVersion, netns string) string {
 	family := func(v string) string {
-		if cniVersion == "0.4.0" {
+		if cniVersion == "0.4.0" || cniVersion == "0.3.1" {
 			return `"version":"` + v + `",`
 		}
 		return ""
 	}
 	mtu := ""
-	if cniVersion != "0.4.0" {
+	if cniVersion != "0.4.0" && cniVersion != "0.3.1" {
 		mtu = `"mtu":9001,`
 	}
 	return `{
@@ -344,7 +344,7 @@ func addInvocation(netns, config string) invocation {
 }
 
 func TestAddPrintsPrevResultAndSendsThePod(t *testing.T) {
-	for _, cniVersion := range []string{"0.4.0", "1.0.0", "1.1.0"} {
+	for _, cniVersion := range []string{"0.3.1", "0.4.0", "1.0.0", "1.1.0"} {
 		t.Run(cniVersion, func(t *testing.T) {
 			fake, socket := startFakeDaemon(t)
 			netns := newNetNS(t)
@@ -745,7 +745,7 @@ func TestVersion(t *testing.T) {
 	if err := json.Unmarshal([]byte(out.stdout), &info); err != nil {
 		t.Fatalf("VERSION printed %q: %v", out.stdout, err)
 	}
-	if got := strings.Join(info.SupportedVersions, ","); got != "0.4.0,1.0.0,1.1.0" {
-		t.Errorf("supportedVersions = %s, want 0.4.0,1.0.0,1.1.0", got)
+	if got := strings.Join(info.SupportedVersions, ","); got != "0.3.0,0.3.1,0.4.0,1.0.0,1.1.0" {
+		t.Errorf("supportedVersions = %s, want 0.3.0,0.3.1,0.4.0,1.0.0,1.1.0", got)
 	}
 }
