@@ -116,6 +116,7 @@ func (s *statusService) GetPod(ctx context.Context, req *pb.GetPodRequest) (*pb.
 			}
 			detail.Ipsets = append(detail.Ipsets, ipset)
 		}
+		detail.Services = serviceVerdicts(v.Services)
 		return detail, nil
 	}
 	return nil, status.Errorf(codes.NotFound, "pod %s/%s is not attached on this node", req.GetNamespace(), req.GetName())

@@ -20,6 +20,7 @@ import (
 	"slices"
 	"sort"
 	gosync "sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -106,6 +107,10 @@ type attachment struct {
 	// retired is set once the attachment is deleted or replaced: nothing is
 	// applied to its netns any more, whatever syncs are still in flight.
 	retired bool
+
+	// services are the Service verdicts of the last compile (nil while
+	// egress is open).
+	services atomic.Pointer[[]policy.ServiceVerdict]
 }
 
 // retire marks a as deleted or replaced, waiting for an apply in progress.
@@ -421,6 +426,7 @@ func (s *Syncer) SyncAll(ctx context.Context) {
 	s.noteProblems(problems)
 	host := s.readHostAddrs() // once per sync, not per pod: the dump grows with the pods' veths
 	var applied, failed int
+	var touched touchedPods
 	var errs []error
 	var gone bool
 	for _, a := range atts {
@@ -434,6 +440,7 @@ func (s *Syncer) SyncAll(ctx context.Context) {
 		}
 		if changed {
 			applied++
+			touched.add(a.rec.Namespace + "/" + a.rec.Name)
 		}
 		if errors.Is(err, dataplane.ErrNetnsGone) {
 			// The runtime removed the sandbox without a DEL reaching us
@@ -471,13 +478,14 @@ func (s *Syncer) SyncAll(ctx context.Context) {
 	}
 	s.mu.Unlock()
 	s.opts.Observer.SyncDone(time.Since(start), errors.Join(errs...))
-	s.log.Info("sync", "pods", len(atts), "applied", applied, "failed", failed, "duration", time.Since(start).Round(time.Microsecond))
+	s.log.Info("sync", "pods", len(atts), "applied", applied, "failed", failed, "touched", touched, "duration", time.Since(start).Round(time.Microsecond))
 }
 
 // compile runs the compiler over the current state for the given attachments.
 func (s *Syncer) compile(targets []*attachment) (map[string]*policy.Firewall, []error) {
 	state, locals := s.localState(targets)
 	res := policy.Compile(state, locals)
+	s.recordServices(targets, res)
 	return res.Firewalls, res.Problems
 }
 
@@ -556,7 +564,8 @@ func (s *Syncer) localState(targets []*attachment) (*policy.State, []policy.Loca
 	for _, p := range local {
 		pods = append(pods, p)
 	}
-	state := &policy.State{Namespaces: src.Namespaces, Pods: pods, Policies: src.Policies}
+	state := &policy.State{Namespaces: src.Namespaces, Pods: pods, Policies: src.Policies,
+		Services: src.Services, EndpointSlices: src.EndpointSlices, ServiceCIDRs: src.ServiceCIDRs}
 	locals := make([]policy.LocalPod, 0, len(targets))
 	for _, a := range targets {
 		if !attached[a] {
@@ -677,7 +686,7 @@ func (s *Syncer) apply(ctx context.Context, a *attachment, fw *policy.Firewall, 
 		return fmt.Errorf("apply firewall for %s: %w", pod, err)
 	}
 	a.applied, a.nodeAddr, a.gen, a.lastErr = fw, spec.NodeAddrs, gen, nil
-	s.log.Info("applied", "pod", pod, "containerID", a.rec.ContainerID,
+	s.log.Debug("applied", "pod", pod, "containerID", a.rec.ContainerID,
 		"ingressIsolated", fw.Ingress.Isolated, "egressIsolated", fw.Egress.Isolated,
 		"ingressRules", len(fw.Ingress.Rules), "egressRules", len(fw.Egress.Rules),
 		"duration", time.Since(start).Round(time.Microsecond))

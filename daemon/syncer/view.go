@@ -16,6 +16,10 @@ type PodView struct {
 	// Firewall is the firewall in force (nil before the first apply).
 	Firewall *policy.Firewall
 	Err      error
+	// Services are the Service verdicts of the last compile: for a pod
+	// whose egress is isolated, every Service port (per IP family) with
+	// the endpoints its rules allow and deny.
+	Services []policy.ServiceVerdict
 }
 
 // Pods returns every attachment, sorted by namespace, name and key.
@@ -29,7 +33,7 @@ func (s *Syncer) Pods() []PodView {
 	views := make([]PodView, 0, len(atts))
 	for _, a := range atts {
 		a.mu.Lock()
-		views = append(views, PodView{Attachment: a.rec, Firewall: a.applied, Err: a.lastErr})
+		views = append(views, PodView{Attachment: a.rec, Firewall: a.applied, Err: a.lastErr, Services: servicesOf(a)})
 		a.mu.Unlock()
 	}
 	sort.Slice(views, func(i, j int) bool {

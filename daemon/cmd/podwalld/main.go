@@ -12,19 +12,18 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/signal"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/podwall/podwall/daemon/checkpoint"
 	"github.com/podwall/podwall/daemon/dataplane"
 	"github.com/podwall/podwall/daemon/metrics"
+	"github.com/podwall/podwall/daemon/nodeaddr"
 	"github.com/podwall/podwall/daemon/server"
 	"github.com/podwall/podwall/daemon/source/kube"
 	"github.com/podwall/podwall/daemon/source/manifests"
@@ -41,8 +40,11 @@ type config struct {
 	kubeconfig     string
 	manifests      string
 	metricsAddress string
+	pprofAddress   string
 	resync         time.Duration
 	logLevel       string
+	logFormat      string
+	serviceCIDRs   serviceCIDRFlag
 }
 
 func parseFlags(args []string) (*config, error) {
@@ -58,8 +60,11 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "policy source: the Kubernetes API server this kubeconfig names")
 	fs.StringVar(&c.manifests, "manifests", "", "policy source: a directory of Namespace, Pod and NetworkPolicy manifests")
 	fs.StringVar(&c.metricsAddress, "metrics-address", "", "serve /metrics, /healthz and /readyz on this address, e.g. 127.0.0.1:9960 (off unless given)")
+	fs.StringVar(&c.pprofAddress, "pprof-address", "", "serve net/http/pprof's /debug/pprof/ on this address, e.g. 127.0.0.1:6060, for profiling (off unless given)")
 	fs.DurationVar(&c.resync, "resync-period", time.Minute, "re-check every local pod this often")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "text (key=value) or json (one object per line)")
+	fs.Var(&c.serviceCIDRs, "service-cidr", "ranges ClusterIPs come from, added to the cluster's ServiceCIDR objects (for clusters where those cannot be read); repeatable or comma-separated, IPv4 and/or IPv6")
 	fs.BoolFunc("version", "print the version and exit", func(string) error {
 		fmt.Println("podwalld", version)
 		os.Exit(0)
@@ -87,6 +92,10 @@ func parseFlags(args []string) (*config, error) {
 }
 
 func main() {
+	// `podwalld install-cni` / `uninstall-cni` (cni.go).
+	if code, ok := runCNICommand(os.Args[1:]); ok {
+		os.Exit(code)
+	}
 	cfg, err := parseFlags(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
@@ -100,7 +109,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "podwalld: --log-level:", err)
 		os.Exit(2)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log, err := newLogger(os.Stderr, cfg.logFormat, level)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "podwalld:", err)
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, cfg, log); err != nil {
@@ -126,11 +139,14 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return fmt.Errorf("state dir: %w", err)
 	}
 
+	// The node's own addresses are always allowed into local pods.
+	nodeAddrs := nodeaddr.New(log)
 	var src policySource
 	ready := func() error { return nil }
 	waitForSync := func(context.Context) error { return nil }
 	if cfg.manifests != "" {
 		m := manifests.New(cfg.manifests, log)
+		m.SetServiceCIDRs(cfg.serviceCIDRs.prefixes)
 		if err := m.Load(); err != nil {
 			return fmt.Errorf("manifests: %w", err)
 		}
@@ -145,12 +161,19 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 			return fmt.Errorf("kubernetes client: %w", err)
 		}
 		k := kube.New(client, cfg.nodeName, log)
+		k.SetServiceCIDRs(cfg.serviceCIDRs.prefixes)
+		k.NotifyNodeAddrs(nodeAddrs.SetNodeObjectAddrs)
 		src, ready, waitForSync = k, k.Ready, k.WaitForSync
 		log.Info("policy source: Kubernetes", "host", restCfg.Host)
 	}
 	reg := metrics.New(version)
+	dp := checkDataplane(ctx, data, log, reg.SetDataplaneUsable)
 	health, err := serveHealth(ctx, cfg.metricsAddress, ready, reg.Handler(), log)
 	if err != nil {
+		return err
+	}
+	health.dataplane.Store(dp)
+	if err := servePprof(ctx, cfg.pprofAddress, log); err != nil {
 		return err
 	}
 
@@ -160,13 +183,14 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		Data:      data,
 		Store:     store,
 		Log:       log,
-		NodeAddrs: hostAddrs,
+		NodeAddrs: nodeAddrs.Addrs,
 		Observer:  reg,
 	})
 	if err := reg.CollectState(sync, src); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
 	go src.Run(ctx, sync.Trigger)
+	go nodeAddrs.Run(ctx, sync.Trigger)
 	// A firewall compiled before the source has synced would ignore every
 	// policy: wait. Meanwhile the old rules stay in force in every pod, and
 	// ADDs fail with "try again later" since the socket is not served yet.
@@ -182,7 +206,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		Version:        version,
 		Sync:           sync,
 		Source:         src,
-		Ready:          ready,
+		Ready:          dp.gate(ready),
 		CNIInterceptor: reg.CNIInterceptor(),
 	})
 	if err != nil {
@@ -197,40 +221,18 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	return err
 }
 
-// hostAddrs returns every address on the host's interfaces: traffic from
-// them (kubelet probes, the node itself) is always allowed into local pods.
-func hostAddrs() ([]netip.Addr, error) {
-	// A dump is interrupted when links come and go meanwhile (other pods
-	// starting): the result may be incomplete, so read again.
-	var addrs []netlink.Addr
-	var err error
-	for range 10 {
-		addrs, err = netlink.AddrList(nil, netlink.FAMILY_ALL)
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	out := make([]netip.Addr, 0, len(addrs))
-	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP); ok {
-			out = append(out, ip.Unmap())
-		}
-	}
-	return out, nil
-}
-
 // healthState is what /healthz and /readyz report.
 type healthState struct {
 	serving atomic.Bool
+	// dataplane is the dataplane self-test, once it has run.
+	dataplane atomic.Pointer[dataplaneCheck]
 	// addr is where the listener is bound; nil when there is none.
 	addr net.Addr
 }
 
 // healthHandler serves /metrics from metricsHandler, /healthz (the process
-// answers) and /readyz (the source is synced and the CNI socket is served).
+// answers) and /readyz (the source is synced, the dataplane self-test passed
+// and the CNI socket is served).
 func healthHandler(h *healthState, ready func() error, metricsHandler http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", metricsHandler)
@@ -239,6 +241,12 @@ func healthHandler(h *healthState, ready func() error, metricsHandler http.Handl
 		if err := ready(); err != nil {
 			http.Error(w, "source not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
+		}
+		if dp := h.dataplane.Load(); dp != nil {
+			if err := dp.usable(); err != nil {
+				http.Error(w, "dataplane not usable: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
 		}
 		if !h.serving.Load() {
 			http.Error(w, "CNI socket not served yet", http.StatusServiceUnavailable)

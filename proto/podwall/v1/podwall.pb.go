@@ -1216,9 +1216,13 @@ type PodDetail struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Pod   *PodSummary            `protobuf:"bytes,1,opt,name=pod,proto3" json:"pod,omitempty"`
 	// rules_v4 / rules_v6 are the rendered iptables-restore input in force.
-	RulesV4       string   `protobuf:"bytes,2,opt,name=rules_v4,json=rulesV4,proto3" json:"rules_v4,omitempty"`
-	RulesV6       string   `protobuf:"bytes,3,opt,name=rules_v6,json=rulesV6,proto3" json:"rules_v6,omitempty"`
-	Ipsets        []*IPSet `protobuf:"bytes,4,rep,name=ipsets,proto3" json:"ipsets,omitempty"`
+	RulesV4 string   `protobuf:"bytes,2,opt,name=rules_v4,json=rulesV4,proto3" json:"rules_v4,omitempty"`
+	RulesV6 string   `protobuf:"bytes,3,opt,name=rules_v6,json=rulesV6,proto3" json:"rules_v6,omitempty"`
+	Ipsets  []*IPSet `protobuf:"bytes,4,rep,name=ipsets,proto3" json:"ipsets,omitempty"`
+	// services are the daemon's verdicts, at its last compile, on every
+	// Service port (per IP family) for a pod whose egress is isolated; empty
+	// while egress is open (every Service is reachable).
+	Services      []*ServiceVerdict `protobuf:"bytes,5,rep,name=services,proto3" json:"services,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1281,6 +1285,138 @@ func (x *PodDetail) GetIpsets() []*IPSet {
 	return nil
 }
 
+func (x *PodDetail) GetServices() []*ServiceVerdict {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+// ServiceVerdict says whether a pod may reach one port of one Service in one
+// IP family: the frontends are allowed exactly when the Service has at least
+// one ready endpoint behind the port and the pod's egress rules allow every
+// one of them on its target port.
+type ServiceVerdict struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// port_name, protocol and port are the Service port.
+	PortName string `protobuf:"bytes,3,opt,name=port_name,json=portName,proto3" json:"port_name,omitempty"`
+	Protocol string `protobuf:"bytes,4,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	Port     int32  `protobuf:"varint,5,opt,name=port,proto3" json:"port,omitempty"`
+	// frontends are the ClusterIPs and external IPs of the family.
+	Frontends []string `protobuf:"bytes,6,rep,name=frontends,proto3" json:"frontends,omitempty"`
+	Allowed   bool     `protobuf:"varint,7,opt,name=allowed,proto3" json:"allowed,omitempty"`
+	// allowed_endpoints and denied_endpoints are the ready endpoints that
+	// count, as "address:targetPort" ("[address]:targetPort" for IPv6).
+	AllowedEndpoints []string `protobuf:"bytes,8,rep,name=allowed_endpoints,json=allowedEndpoints,proto3" json:"allowed_endpoints,omitempty"`
+	DeniedEndpoints  []string `protobuf:"bytes,9,rep,name=denied_endpoints,json=deniedEndpoints,proto3" json:"denied_endpoints,omitempty"`
+	// reason says why, in words, e.g. "1 of 3 ready endpoints denied".
+	Reason        string `protobuf:"bytes,10,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceVerdict) Reset() {
+	*x = ServiceVerdict{}
+	mi := &file_podwall_v1_podwall_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceVerdict) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceVerdict) ProtoMessage() {}
+
+func (x *ServiceVerdict) ProtoReflect() protoreflect.Message {
+	mi := &file_podwall_v1_podwall_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceVerdict.ProtoReflect.Descriptor instead.
+func (*ServiceVerdict) Descriptor() ([]byte, []int) {
+	return file_podwall_v1_podwall_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ServiceVerdict) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *ServiceVerdict) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ServiceVerdict) GetPortName() string {
+	if x != nil {
+		return x.PortName
+	}
+	return ""
+}
+
+func (x *ServiceVerdict) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *ServiceVerdict) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *ServiceVerdict) GetFrontends() []string {
+	if x != nil {
+		return x.Frontends
+	}
+	return nil
+}
+
+func (x *ServiceVerdict) GetAllowed() bool {
+	if x != nil {
+		return x.Allowed
+	}
+	return false
+}
+
+func (x *ServiceVerdict) GetAllowedEndpoints() []string {
+	if x != nil {
+		return x.AllowedEndpoints
+	}
+	return nil
+}
+
+func (x *ServiceVerdict) GetDeniedEndpoints() []string {
+	if x != nil {
+		return x.DeniedEndpoints
+	}
+	return nil
+}
+
+func (x *ServiceVerdict) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type ListPoliciesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1289,7 +1425,7 @@ type ListPoliciesRequest struct {
 
 func (x *ListPoliciesRequest) Reset() {
 	*x = ListPoliciesRequest{}
-	mi := &file_podwall_v1_podwall_proto_msgTypes[21]
+	mi := &file_podwall_v1_podwall_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1301,7 +1437,7 @@ func (x *ListPoliciesRequest) String() string {
 func (*ListPoliciesRequest) ProtoMessage() {}
 
 func (x *ListPoliciesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_podwall_v1_podwall_proto_msgTypes[21]
+	mi := &file_podwall_v1_podwall_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1314,7 +1450,7 @@ func (x *ListPoliciesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoliciesRequest.ProtoReflect.Descriptor instead.
 func (*ListPoliciesRequest) Descriptor() ([]byte, []int) {
-	return file_podwall_v1_podwall_proto_rawDescGZIP(), []int{21}
+	return file_podwall_v1_podwall_proto_rawDescGZIP(), []int{22}
 }
 
 type PolicySummary struct {
@@ -1330,7 +1466,7 @@ type PolicySummary struct {
 
 func (x *PolicySummary) Reset() {
 	*x = PolicySummary{}
-	mi := &file_podwall_v1_podwall_proto_msgTypes[22]
+	mi := &file_podwall_v1_podwall_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1342,7 +1478,7 @@ func (x *PolicySummary) String() string {
 func (*PolicySummary) ProtoMessage() {}
 
 func (x *PolicySummary) ProtoReflect() protoreflect.Message {
-	mi := &file_podwall_v1_podwall_proto_msgTypes[22]
+	mi := &file_podwall_v1_podwall_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1355,7 +1491,7 @@ func (x *PolicySummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicySummary.ProtoReflect.Descriptor instead.
 func (*PolicySummary) Descriptor() ([]byte, []int) {
-	return file_podwall_v1_podwall_proto_rawDescGZIP(), []int{22}
+	return file_podwall_v1_podwall_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PolicySummary) GetNamespace() string {
@@ -1395,7 +1531,7 @@ type ListPoliciesResponse struct {
 
 func (x *ListPoliciesResponse) Reset() {
 	*x = ListPoliciesResponse{}
-	mi := &file_podwall_v1_podwall_proto_msgTypes[23]
+	mi := &file_podwall_v1_podwall_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1407,7 +1543,7 @@ func (x *ListPoliciesResponse) String() string {
 func (*ListPoliciesResponse) ProtoMessage() {}
 
 func (x *ListPoliciesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_podwall_v1_podwall_proto_msgTypes[23]
+	mi := &file_podwall_v1_podwall_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1420,7 +1556,7 @@ func (x *ListPoliciesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoliciesResponse.ProtoReflect.Descriptor instead.
 func (*ListPoliciesResponse) Descriptor() ([]byte, []int) {
-	return file_podwall_v1_podwall_proto_rawDescGZIP(), []int{23}
+	return file_podwall_v1_podwall_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListPoliciesResponse) GetPolicies() []*PolicySummary {
@@ -1428,6 +1564,604 @@ func (x *ListPoliciesResponse) GetPolicies() []*PolicySummary {
 		return x.Policies
 	}
 	return nil
+}
+
+// ExplainRequest asks about new connections from source to destination.
+type ExplainRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// source and destination are each "namespace/name" of a pod, an IP
+	// address or a CIDR.
+	Source      string `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	Destination string `protobuf:"bytes,2,opt,name=destination,proto3" json:"destination,omitempty"`
+	// protocol is TCP, UDP or SCTP; empty means TCP when a port is given and
+	// every protocol otherwise.
+	Protocol string `protobuf:"bytes,3,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// port is the destination port; 0 (and no port_name) means every port.
+	Port int32 `protobuf:"varint,4,opt,name=port,proto3" json:"port,omitempty"`
+	// port_name names a container port of the destination pod instead.
+	PortName      string `protobuf:"bytes,5,opt,name=port_name,json=portName,proto3" json:"port_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainRequest) Reset() {
+	*x = ExplainRequest{}
+	mi := &file_podwall_v1_podwall_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainRequest) ProtoMessage() {}
+
+func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_podwall_v1_podwall_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
+func (*ExplainRequest) Descriptor() ([]byte, []int) {
+	return file_podwall_v1_podwall_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ExplainRequest) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *ExplainRequest) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *ExplainRequest) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *ExplainRequest) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *ExplainRequest) GetPortName() string {
+	if x != nil {
+		return x.PortName
+	}
+	return ""
+}
+
+// ExplainEndpoint is one side of an explained connection.
+type ExplainEndpoint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// input is the endpoint as the request gave it.
+	Input string `protobuf:"bytes,1,opt,name=input,proto3" json:"input,omitempty"`
+	// kind is "pod", "address" or "cidr".
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// pod is "namespace/name" of the pod the endpoint is, or whose address
+	// it is; empty for addresses no pod owns.
+	Pod string `protobuf:"bytes,3,opt,name=pod,proto3" json:"pod,omitempty"`
+	// local is true when that pod is attached on this node, so that this
+	// node enforces its firewall.
+	Local bool `protobuf:"varint,4,opt,name=local,proto3" json:"local,omitempty"`
+	// addresses are the pod's addresses, or the address or CIDR given.
+	Addresses []string `protobuf:"bytes,5,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	// note says what else matters, e.g. "an address of this node".
+	Note          string `protobuf:"bytes,6,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainEndpoint) Reset() {
+	*x = ExplainEndpoint{}
+	mi := &file_podwall_v1_podwall_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainEndpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainEndpoint) ProtoMessage() {}
+
+func (x *ExplainEndpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_podwall_v1_podwall_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainEndpoint.ProtoReflect.Descriptor instead.
+func (*ExplainEndpoint) Descriptor() ([]byte, []int) {
+	return file_podwall_v1_podwall_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ExplainEndpoint) GetInput() string {
+	if x != nil {
+		return x.Input
+	}
+	return ""
+}
+
+func (x *ExplainEndpoint) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *ExplainEndpoint) GetPod() string {
+	if x != nil {
+		return x.Pod
+	}
+	return ""
+}
+
+func (x *ExplainEndpoint) GetLocal() bool {
+	if x != nil {
+		return x.Local
+	}
+	return false
+}
+
+func (x *ExplainEndpoint) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+func (x *ExplainEndpoint) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+// ExplainRule is one rule of one policy that allows (part of) a flow.
+type ExplainRule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// policy is "namespace/name".
+	Policy string `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	// direction is "ingress" or "egress"; index is the rule's position in
+	// the policy's spec.ingress or spec.egress.
+	Direction string `protobuf:"bytes,2,opt,name=direction,proto3" json:"direction,omitempty"`
+	Index     int32  `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	// ports are what the rule allows of the flow: "TCP/80", "UDP/5000-5010",
+	// "SCTP/*" (every SCTP port) or "*" (every port of every protocol).
+	Ports []string `protobuf:"bytes,4,rep,name=ports,proto3" json:"ports,omitempty"`
+	// peers are the part of the remote side the rule allows, when the remote
+	// side is a CIDR it does not allow entirely.
+	Peers         []string `protobuf:"bytes,5,rep,name=peers,proto3" json:"peers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainRule) Reset() {
+	*x = ExplainRule{}
+	mi := &file_podwall_v1_podwall_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainRule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainRule) ProtoMessage() {}
+
+func (x *ExplainRule) ProtoReflect() protoreflect.Message {
+	mi := &file_podwall_v1_podwall_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainRule.ProtoReflect.Descriptor instead.
+func (*ExplainRule) Descriptor() ([]byte, []int) {
+	return file_podwall_v1_podwall_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ExplainRule) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+func (x *ExplainRule) GetDirection() string {
+	if x != nil {
+		return x.Direction
+	}
+	return ""
+}
+
+func (x *ExplainRule) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *ExplainRule) GetPorts() []string {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *ExplainRule) GetPeers() []string {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
+// ExplainDirection is the verdict of one pod's firewall in one direction.
+type ExplainDirection struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// direction is "egress" (the source's) or "ingress" (the destination's).
+	Direction string `protobuf:"bytes,1,opt,name=direction,proto3" json:"direction,omitempty"`
+	// pod is "namespace/name" of the pod whose firewall decides; empty when
+	// that side is not a pod (NetworkPolicy does not apply).
+	Pod string `protobuf:"bytes,2,opt,name=pod,proto3" json:"pod,omitempty"`
+	// enforced is true when this node enforces it (the pod is local).
+	Enforced bool `protobuf:"varint,3,opt,name=enforced,proto3" json:"enforced,omitempty"`
+	Isolated bool `protobuf:"varint,4,opt,name=isolated,proto3" json:"isolated,omitempty"`
+	// policies are "namespace/name" of the policies isolating the pod in
+	// this direction.
+	Policies []string `protobuf:"bytes,5,rep,name=policies,proto3" json:"policies,omitempty"`
+	// verdict is "allowed", "denied" or "partial" (some ports or part of a
+	// CIDR).
+	Verdict string `protobuf:"bytes,6,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	// reason says why, in words.
+	Reason string `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	// allowed_by are the rules that allow (part of) the flow, each compiled
+	// alone with the same compiler.
+	AllowedBy []*ExplainRule `protobuf:"bytes,8,rep,name=allowed_by,json=allowedBy,proto3" json:"allowed_by,omitempty"`
+	// allowed_ports, when the request gave no port: the ports allowed.
+	AllowedPorts []string `protobuf:"bytes,9,rep,name=allowed_ports,json=allowedPorts,proto3" json:"allowed_ports,omitempty"`
+	// allowed_peers, when the remote side is a CIDR partly allowed: the
+	// allowed part.
+	AllowedPeers []string `protobuf:"bytes,10,rep,name=allowed_peers,json=allowedPeers,proto3" json:"allowed_peers,omitempty"`
+	// pending is set when the firewall in force gives another verdict than
+	// the current policies (the next sync changes it, or applying failed).
+	Pending       string `protobuf:"bytes,11,opt,name=pending,proto3" json:"pending,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainDirection) Reset() {
+	*x = ExplainDirection{}
+	mi := &file_podwall_v1_podwall_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainDirection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainDirection) ProtoMessage() {}
+
+func (x *ExplainDirection) ProtoReflect() protoreflect.Message {
+	mi := &file_podwall_v1_podwall_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainDirection.ProtoReflect.Descriptor instead.
+func (*ExplainDirection) Descriptor() ([]byte, []int) {
+	return file_podwall_v1_podwall_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ExplainDirection) GetDirection() string {
+	if x != nil {
+		return x.Direction
+	}
+	return ""
+}
+
+func (x *ExplainDirection) GetPod() string {
+	if x != nil {
+		return x.Pod
+	}
+	return ""
+}
+
+func (x *ExplainDirection) GetEnforced() bool {
+	if x != nil {
+		return x.Enforced
+	}
+	return false
+}
+
+func (x *ExplainDirection) GetIsolated() bool {
+	if x != nil {
+		return x.Isolated
+	}
+	return false
+}
+
+func (x *ExplainDirection) GetPolicies() []string {
+	if x != nil {
+		return x.Policies
+	}
+	return nil
+}
+
+func (x *ExplainDirection) GetVerdict() string {
+	if x != nil {
+		return x.Verdict
+	}
+	return ""
+}
+
+func (x *ExplainDirection) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ExplainDirection) GetAllowedBy() []*ExplainRule {
+	if x != nil {
+		return x.AllowedBy
+	}
+	return nil
+}
+
+func (x *ExplainDirection) GetAllowedPorts() []string {
+	if x != nil {
+		return x.AllowedPorts
+	}
+	return nil
+}
+
+func (x *ExplainDirection) GetAllowedPeers() []string {
+	if x != nil {
+		return x.AllowedPeers
+	}
+	return nil
+}
+
+func (x *ExplainDirection) GetPending() string {
+	if x != nil {
+		return x.Pending
+	}
+	return ""
+}
+
+// ExplainFlow is one address pair of an explained connection (a dual-stack
+// pod has one flow per family).
+type ExplainFlow struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// source and destination are addresses or CIDRs.
+	Source      string            `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	Destination string            `protobuf:"bytes,2,opt,name=destination,proto3" json:"destination,omitempty"`
+	Egress      *ExplainDirection `protobuf:"bytes,3,opt,name=egress,proto3" json:"egress,omitempty"`
+	Ingress     *ExplainDirection `protobuf:"bytes,4,opt,name=ingress,proto3" json:"ingress,omitempty"`
+	// verdict is "allowed" when both directions allow it, "denied" when
+	// either denies it entirely, else "partial".
+	Verdict string `protobuf:"bytes,5,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	// allowed_ports, when the request gave no port: the ports both
+	// directions allow.
+	AllowedPorts  []string `protobuf:"bytes,6,rep,name=allowed_ports,json=allowedPorts,proto3" json:"allowed_ports,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainFlow) Reset() {
+	*x = ExplainFlow{}
+	mi := &file_podwall_v1_podwall_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainFlow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainFlow) ProtoMessage() {}
+
+func (x *ExplainFlow) ProtoReflect() protoreflect.Message {
+	mi := &file_podwall_v1_podwall_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainFlow.ProtoReflect.Descriptor instead.
+func (*ExplainFlow) Descriptor() ([]byte, []int) {
+	return file_podwall_v1_podwall_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ExplainFlow) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *ExplainFlow) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *ExplainFlow) GetEgress() *ExplainDirection {
+	if x != nil {
+		return x.Egress
+	}
+	return nil
+}
+
+func (x *ExplainFlow) GetIngress() *ExplainDirection {
+	if x != nil {
+		return x.Ingress
+	}
+	return nil
+}
+
+func (x *ExplainFlow) GetVerdict() string {
+	if x != nil {
+		return x.Verdict
+	}
+	return ""
+}
+
+func (x *ExplainFlow) GetAllowedPorts() []string {
+	if x != nil {
+		return x.AllowedPorts
+	}
+	return nil
+}
+
+type ExplainResponse struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Source      *ExplainEndpoint       `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	Destination *ExplainEndpoint       `protobuf:"bytes,2,opt,name=destination,proto3" json:"destination,omitempty"`
+	// protocol and port as resolved (a port_name resolved against the
+	// destination pod); empty and 0 mean every protocol and port.
+	Protocol string `protobuf:"bytes,3,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	Port     int32  `protobuf:"varint,4,opt,name=port,proto3" json:"port,omitempty"`
+	PortName string `protobuf:"bytes,5,opt,name=port_name,json=portName,proto3" json:"port_name,omitempty"`
+	// verdict is "allowed" when every flow is, "denied" when every flow is,
+	// else "partial".
+	Verdict string         `protobuf:"bytes,6,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	Flows   []*ExplainFlow `protobuf:"bytes,7,rep,name=flows,proto3" json:"flows,omitempty"`
+	// node_name is the node that answered: only its local pods are enforced
+	// by it.
+	NodeName      string `protobuf:"bytes,8,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainResponse) Reset() {
+	*x = ExplainResponse{}
+	mi := &file_podwall_v1_podwall_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainResponse) ProtoMessage() {}
+
+func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_podwall_v1_podwall_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
+func (*ExplainResponse) Descriptor() ([]byte, []int) {
+	return file_podwall_v1_podwall_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ExplainResponse) GetSource() *ExplainEndpoint {
+	if x != nil {
+		return x.Source
+	}
+	return nil
+}
+
+func (x *ExplainResponse) GetDestination() *ExplainEndpoint {
+	if x != nil {
+		return x.Destination
+	}
+	return nil
+}
+
+func (x *ExplainResponse) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *ExplainResponse) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *ExplainResponse) GetPortName() string {
+	if x != nil {
+		return x.PortName
+	}
+	return ""
+}
+
+func (x *ExplainResponse) GetVerdict() string {
+	if x != nil {
+		return x.Verdict
+	}
+	return ""
+}
+
+func (x *ExplainResponse) GetFlows() []*ExplainFlow {
+	if x != nil {
+		return x.Flows
+	}
+	return nil
+}
+
+func (x *ExplainResponse) GetNodeName() string {
+	if x != nil {
+		return x.NodeName
+	}
+	return ""
 }
 
 var File_podwall_v1_podwall_proto protoreflect.FileDescriptor
@@ -1527,12 +2261,25 @@ const file_podwall_v1_podwall_proto_rawDesc = "" +
 	"\x05IPSet\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06family\x18\x02 \x01(\tR\x06family\x12\x18\n" +
-	"\amembers\x18\x03 \x03(\tR\amembers\"\x96\x01\n" +
+	"\amembers\x18\x03 \x03(\tR\amembers\"\xce\x01\n" +
 	"\tPodDetail\x12(\n" +
 	"\x03pod\x18\x01 \x01(\v2\x16.podwall.v1.PodSummaryR\x03pod\x12\x19\n" +
 	"\brules_v4\x18\x02 \x01(\tR\arulesV4\x12\x19\n" +
 	"\brules_v6\x18\x03 \x01(\tR\arulesV6\x12)\n" +
-	"\x06ipsets\x18\x04 \x03(\v2\x11.podwall.v1.IPSetR\x06ipsets\"\x15\n" +
+	"\x06ipsets\x18\x04 \x03(\v2\x11.podwall.v1.IPSetR\x06ipsets\x126\n" +
+	"\bservices\x18\x05 \x03(\v2\x1a.podwall.v1.ServiceVerdictR\bservices\"\xb7\x02\n" +
+	"\x0eServiceVerdict\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
+	"\tport_name\x18\x03 \x01(\tR\bportName\x12\x1a\n" +
+	"\bprotocol\x18\x04 \x01(\tR\bprotocol\x12\x12\n" +
+	"\x04port\x18\x05 \x01(\x05R\x04port\x12\x1c\n" +
+	"\tfrontends\x18\x06 \x03(\tR\tfrontends\x12\x18\n" +
+	"\aallowed\x18\a \x01(\bR\aallowed\x12+\n" +
+	"\x11allowed_endpoints\x18\b \x03(\tR\x10allowedEndpoints\x12)\n" +
+	"\x10denied_endpoints\x18\t \x03(\tR\x0fdeniedEndpoints\x12\x16\n" +
+	"\x06reason\x18\n" +
+	" \x01(\tR\x06reason\"\x15\n" +
 	"\x13ListPoliciesRequest\"\x89\x01\n" +
 	"\rPolicySummary\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
@@ -1540,18 +2287,68 @@ const file_podwall_v1_podwall_proto_rawDesc = "" +
 	"\fpolicy_types\x18\x03 \x03(\tR\vpolicyTypes\x12#\n" +
 	"\rselected_pods\x18\x04 \x03(\tR\fselectedPods\"M\n" +
 	"\x14ListPoliciesResponse\x125\n" +
-	"\bpolicies\x18\x01 \x03(\v2\x19.podwall.v1.PolicySummaryR\bpolicies2\xa9\x02\n" +
+	"\bpolicies\x18\x01 \x03(\v2\x19.podwall.v1.PolicySummaryR\bpolicies\"\x97\x01\n" +
+	"\x0eExplainRequest\x12\x16\n" +
+	"\x06source\x18\x01 \x01(\tR\x06source\x12 \n" +
+	"\vdestination\x18\x02 \x01(\tR\vdestination\x12\x1a\n" +
+	"\bprotocol\x18\x03 \x01(\tR\bprotocol\x12\x12\n" +
+	"\x04port\x18\x04 \x01(\x05R\x04port\x12\x1b\n" +
+	"\tport_name\x18\x05 \x01(\tR\bportName\"\x95\x01\n" +
+	"\x0fExplainEndpoint\x12\x14\n" +
+	"\x05input\x18\x01 \x01(\tR\x05input\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x10\n" +
+	"\x03pod\x18\x03 \x01(\tR\x03pod\x12\x14\n" +
+	"\x05local\x18\x04 \x01(\bR\x05local\x12\x1c\n" +
+	"\taddresses\x18\x05 \x03(\tR\taddresses\x12\x12\n" +
+	"\x04note\x18\x06 \x01(\tR\x04note\"\x85\x01\n" +
+	"\vExplainRule\x12\x16\n" +
+	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x1c\n" +
+	"\tdirection\x18\x02 \x01(\tR\tdirection\x12\x14\n" +
+	"\x05index\x18\x03 \x01(\x05R\x05index\x12\x14\n" +
+	"\x05ports\x18\x04 \x03(\tR\x05ports\x12\x14\n" +
+	"\x05peers\x18\x05 \x03(\tR\x05peers\"\xe4\x02\n" +
+	"\x10ExplainDirection\x12\x1c\n" +
+	"\tdirection\x18\x01 \x01(\tR\tdirection\x12\x10\n" +
+	"\x03pod\x18\x02 \x01(\tR\x03pod\x12\x1a\n" +
+	"\benforced\x18\x03 \x01(\bR\benforced\x12\x1a\n" +
+	"\bisolated\x18\x04 \x01(\bR\bisolated\x12\x1a\n" +
+	"\bpolicies\x18\x05 \x03(\tR\bpolicies\x12\x18\n" +
+	"\averdict\x18\x06 \x01(\tR\averdict\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\x126\n" +
+	"\n" +
+	"allowed_by\x18\b \x03(\v2\x17.podwall.v1.ExplainRuleR\tallowedBy\x12#\n" +
+	"\rallowed_ports\x18\t \x03(\tR\fallowedPorts\x12#\n" +
+	"\rallowed_peers\x18\n" +
+	" \x03(\tR\fallowedPeers\x12\x18\n" +
+	"\apending\x18\v \x01(\tR\apending\"\xf4\x01\n" +
+	"\vExplainFlow\x12\x16\n" +
+	"\x06source\x18\x01 \x01(\tR\x06source\x12 \n" +
+	"\vdestination\x18\x02 \x01(\tR\vdestination\x124\n" +
+	"\x06egress\x18\x03 \x01(\v2\x1c.podwall.v1.ExplainDirectionR\x06egress\x126\n" +
+	"\aingress\x18\x04 \x01(\v2\x1c.podwall.v1.ExplainDirectionR\aingress\x12\x18\n" +
+	"\averdict\x18\x05 \x01(\tR\averdict\x12#\n" +
+	"\rallowed_ports\x18\x06 \x03(\tR\fallowedPorts\"\xb8\x02\n" +
+	"\x0fExplainResponse\x123\n" +
+	"\x06source\x18\x01 \x01(\v2\x1b.podwall.v1.ExplainEndpointR\x06source\x12=\n" +
+	"\vdestination\x18\x02 \x01(\v2\x1b.podwall.v1.ExplainEndpointR\vdestination\x12\x1a\n" +
+	"\bprotocol\x18\x03 \x01(\tR\bprotocol\x12\x12\n" +
+	"\x04port\x18\x04 \x01(\x05R\x04port\x12\x1b\n" +
+	"\tport_name\x18\x05 \x01(\tR\bportName\x12\x18\n" +
+	"\averdict\x18\x06 \x01(\tR\averdict\x12-\n" +
+	"\x05flows\x18\a \x03(\v2\x17.podwall.v1.ExplainFlowR\x05flows\x12\x1b\n" +
+	"\tnode_name\x18\b \x01(\tR\bnodeName2\xa9\x02\n" +
 	"\x03CNI\x126\n" +
 	"\x03Add\x12\x16.podwall.v1.AddRequest\x1a\x17.podwall.v1.AddResponse\x126\n" +
 	"\x03Del\x12\x16.podwall.v1.DelRequest\x1a\x17.podwall.v1.DelResponse\x12<\n" +
 	"\x05Check\x12\x18.podwall.v1.CheckRequest\x1a\x19.podwall.v1.CheckResponse\x12?\n" +
 	"\x06Status\x12\x19.podwall.v1.StatusRequest\x1a\x1a.podwall.v1.StatusResponse\x123\n" +
-	"\x02GC\x12\x15.podwall.v1.GCRequest\x1a\x16.podwall.v1.GCResponse2\xa3\x02\n" +
+	"\x02GC\x12\x15.podwall.v1.GCRequest\x1a\x16.podwall.v1.GCResponse2\xe7\x02\n" +
 	"\x06Status\x12C\n" +
 	"\tGetStatus\x12\x1c.podwall.v1.GetStatusRequest\x1a\x18.podwall.v1.DaemonStatus\x12E\n" +
 	"\bListPods\x12\x1b.podwall.v1.ListPodsRequest\x1a\x1c.podwall.v1.ListPodsResponse\x12:\n" +
 	"\x06GetPod\x12\x19.podwall.v1.GetPodRequest\x1a\x15.podwall.v1.PodDetail\x12Q\n" +
-	"\fListPolicies\x12\x1f.podwall.v1.ListPoliciesRequest\x1a .podwall.v1.ListPoliciesResponseB7Z5github.com/podwall/podwall/proto/podwall/v1;podwallv1b\x06proto3"
+	"\fListPolicies\x12\x1f.podwall.v1.ListPoliciesRequest\x1a .podwall.v1.ListPoliciesResponse\x12B\n" +
+	"\aExplain\x12\x1a.podwall.v1.ExplainRequest\x1a\x1b.podwall.v1.ExplainResponseB7Z5github.com/podwall/podwall/proto/podwall/v1;podwallv1b\x06proto3"
 
 var (
 	file_podwall_v1_podwall_proto_rawDescOnce sync.Once
@@ -1565,7 +2362,7 @@ func file_podwall_v1_podwall_proto_rawDescGZIP() []byte {
 	return file_podwall_v1_podwall_proto_rawDescData
 }
 
-var file_podwall_v1_podwall_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_podwall_v1_podwall_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_podwall_v1_podwall_proto_goTypes = []any{
 	(*Attachment)(nil),            // 0: podwall.v1.Attachment
 	(*PodIdentity)(nil),           // 1: podwall.v1.PodIdentity
@@ -1588,10 +2385,17 @@ var file_podwall_v1_podwall_proto_goTypes = []any{
 	(*GetPodRequest)(nil),         // 18: podwall.v1.GetPodRequest
 	(*IPSet)(nil),                 // 19: podwall.v1.IPSet
 	(*PodDetail)(nil),             // 20: podwall.v1.PodDetail
-	(*ListPoliciesRequest)(nil),   // 21: podwall.v1.ListPoliciesRequest
-	(*PolicySummary)(nil),         // 22: podwall.v1.PolicySummary
-	(*ListPoliciesResponse)(nil),  // 23: podwall.v1.ListPoliciesResponse
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	(*ServiceVerdict)(nil),        // 21: podwall.v1.ServiceVerdict
+	(*ListPoliciesRequest)(nil),   // 22: podwall.v1.ListPoliciesRequest
+	(*PolicySummary)(nil),         // 23: podwall.v1.PolicySummary
+	(*ListPoliciesResponse)(nil),  // 24: podwall.v1.ListPoliciesResponse
+	(*ExplainRequest)(nil),        // 25: podwall.v1.ExplainRequest
+	(*ExplainEndpoint)(nil),       // 26: podwall.v1.ExplainEndpoint
+	(*ExplainRule)(nil),           // 27: podwall.v1.ExplainRule
+	(*ExplainDirection)(nil),      // 28: podwall.v1.ExplainDirection
+	(*ExplainFlow)(nil),           // 29: podwall.v1.ExplainFlow
+	(*ExplainResponse)(nil),       // 30: podwall.v1.ExplainResponse
+	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
 }
 var file_podwall_v1_podwall_proto_depIdxs = []int32{
 	0,  // 0: podwall.v1.AddRequest.attachment:type_name -> podwall.v1.Attachment
@@ -1602,36 +2406,45 @@ var file_podwall_v1_podwall_proto_depIdxs = []int32{
 	1,  // 5: podwall.v1.CheckRequest.pod:type_name -> podwall.v1.PodIdentity
 	0,  // 6: podwall.v1.GCRequest.valid_attachments:type_name -> podwall.v1.Attachment
 	0,  // 7: podwall.v1.GCResponse.removed:type_name -> podwall.v1.Attachment
-	24, // 8: podwall.v1.DaemonStatus.started:type_name -> google.protobuf.Timestamp
-	24, // 9: podwall.v1.DaemonStatus.last_sync:type_name -> google.protobuf.Timestamp
+	31, // 8: podwall.v1.DaemonStatus.started:type_name -> google.protobuf.Timestamp
+	31, // 9: podwall.v1.DaemonStatus.last_sync:type_name -> google.protobuf.Timestamp
 	14, // 10: podwall.v1.DaemonStatus.source_errors:type_name -> podwall.v1.SourceError
 	16, // 11: podwall.v1.ListPodsResponse.pods:type_name -> podwall.v1.PodSummary
 	16, // 12: podwall.v1.PodDetail.pod:type_name -> podwall.v1.PodSummary
 	19, // 13: podwall.v1.PodDetail.ipsets:type_name -> podwall.v1.IPSet
-	22, // 14: podwall.v1.ListPoliciesResponse.policies:type_name -> podwall.v1.PolicySummary
-	2,  // 15: podwall.v1.CNI.Add:input_type -> podwall.v1.AddRequest
-	4,  // 16: podwall.v1.CNI.Del:input_type -> podwall.v1.DelRequest
-	6,  // 17: podwall.v1.CNI.Check:input_type -> podwall.v1.CheckRequest
-	8,  // 18: podwall.v1.CNI.Status:input_type -> podwall.v1.StatusRequest
-	10, // 19: podwall.v1.CNI.GC:input_type -> podwall.v1.GCRequest
-	12, // 20: podwall.v1.Status.GetStatus:input_type -> podwall.v1.GetStatusRequest
-	15, // 21: podwall.v1.Status.ListPods:input_type -> podwall.v1.ListPodsRequest
-	18, // 22: podwall.v1.Status.GetPod:input_type -> podwall.v1.GetPodRequest
-	21, // 23: podwall.v1.Status.ListPolicies:input_type -> podwall.v1.ListPoliciesRequest
-	3,  // 24: podwall.v1.CNI.Add:output_type -> podwall.v1.AddResponse
-	5,  // 25: podwall.v1.CNI.Del:output_type -> podwall.v1.DelResponse
-	7,  // 26: podwall.v1.CNI.Check:output_type -> podwall.v1.CheckResponse
-	9,  // 27: podwall.v1.CNI.Status:output_type -> podwall.v1.StatusResponse
-	11, // 28: podwall.v1.CNI.GC:output_type -> podwall.v1.GCResponse
-	13, // 29: podwall.v1.Status.GetStatus:output_type -> podwall.v1.DaemonStatus
-	17, // 30: podwall.v1.Status.ListPods:output_type -> podwall.v1.ListPodsResponse
-	20, // 31: podwall.v1.Status.GetPod:output_type -> podwall.v1.PodDetail
-	23, // 32: podwall.v1.Status.ListPolicies:output_type -> podwall.v1.ListPoliciesResponse
-	24, // [24:33] is the sub-list for method output_type
-	15, // [15:24] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	21, // 14: podwall.v1.PodDetail.services:type_name -> podwall.v1.ServiceVerdict
+	23, // 15: podwall.v1.ListPoliciesResponse.policies:type_name -> podwall.v1.PolicySummary
+	27, // 16: podwall.v1.ExplainDirection.allowed_by:type_name -> podwall.v1.ExplainRule
+	28, // 17: podwall.v1.ExplainFlow.egress:type_name -> podwall.v1.ExplainDirection
+	28, // 18: podwall.v1.ExplainFlow.ingress:type_name -> podwall.v1.ExplainDirection
+	26, // 19: podwall.v1.ExplainResponse.source:type_name -> podwall.v1.ExplainEndpoint
+	26, // 20: podwall.v1.ExplainResponse.destination:type_name -> podwall.v1.ExplainEndpoint
+	29, // 21: podwall.v1.ExplainResponse.flows:type_name -> podwall.v1.ExplainFlow
+	2,  // 22: podwall.v1.CNI.Add:input_type -> podwall.v1.AddRequest
+	4,  // 23: podwall.v1.CNI.Del:input_type -> podwall.v1.DelRequest
+	6,  // 24: podwall.v1.CNI.Check:input_type -> podwall.v1.CheckRequest
+	8,  // 25: podwall.v1.CNI.Status:input_type -> podwall.v1.StatusRequest
+	10, // 26: podwall.v1.CNI.GC:input_type -> podwall.v1.GCRequest
+	12, // 27: podwall.v1.Status.GetStatus:input_type -> podwall.v1.GetStatusRequest
+	15, // 28: podwall.v1.Status.ListPods:input_type -> podwall.v1.ListPodsRequest
+	18, // 29: podwall.v1.Status.GetPod:input_type -> podwall.v1.GetPodRequest
+	22, // 30: podwall.v1.Status.ListPolicies:input_type -> podwall.v1.ListPoliciesRequest
+	25, // 31: podwall.v1.Status.Explain:input_type -> podwall.v1.ExplainRequest
+	3,  // 32: podwall.v1.CNI.Add:output_type -> podwall.v1.AddResponse
+	5,  // 33: podwall.v1.CNI.Del:output_type -> podwall.v1.DelResponse
+	7,  // 34: podwall.v1.CNI.Check:output_type -> podwall.v1.CheckResponse
+	9,  // 35: podwall.v1.CNI.Status:output_type -> podwall.v1.StatusResponse
+	11, // 36: podwall.v1.CNI.GC:output_type -> podwall.v1.GCResponse
+	13, // 37: podwall.v1.Status.GetStatus:output_type -> podwall.v1.DaemonStatus
+	17, // 38: podwall.v1.Status.ListPods:output_type -> podwall.v1.ListPodsResponse
+	20, // 39: podwall.v1.Status.GetPod:output_type -> podwall.v1.PodDetail
+	24, // 40: podwall.v1.Status.ListPolicies:output_type -> podwall.v1.ListPoliciesResponse
+	30, // 41: podwall.v1.Status.Explain:output_type -> podwall.v1.ExplainResponse
+	32, // [32:42] is the sub-list for method output_type
+	22, // [22:32] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_podwall_v1_podwall_proto_init() }
@@ -1645,7 +2458,7 @@ func file_podwall_v1_podwall_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_podwall_v1_podwall_proto_rawDesc), len(file_podwall_v1_podwall_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

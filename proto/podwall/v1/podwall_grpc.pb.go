@@ -304,6 +304,7 @@ const (
 	Status_ListPods_FullMethodName     = "/podwall.v1.Status/ListPods"
 	Status_GetPod_FullMethodName       = "/podwall.v1.Status/GetPod"
 	Status_ListPolicies_FullMethodName = "/podwall.v1.Status/ListPolicies"
+	Status_Explain_FullMethodName      = "/podwall.v1.Status/Explain"
 )
 
 // StatusClient is the client API for Status service.
@@ -316,6 +317,12 @@ type StatusClient interface {
 	ListPods(ctx context.Context, in *ListPodsRequest, opts ...grpc.CallOption) (*ListPodsResponse, error)
 	GetPod(ctx context.Context, in *GetPodRequest, opts ...grpc.CallOption) (*PodDetail, error)
 	ListPolicies(ctx context.Context, in *ListPoliciesRequest, opts ...grpc.CallOption) (*ListPoliciesResponse, error)
+	// Explain says whether new connections from source to destination are
+	// allowed, for the source's egress and the destination's ingress, and
+	// which policies and rules decide it, computed with the compiler and the
+	// inputs the daemon enforces. InvalidArgument for a malformed endpoint or
+	// port, NotFound for a pod the daemon does not know.
+	Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error)
 }
 
 type statusClient struct {
@@ -366,6 +373,16 @@ func (c *statusClient) ListPolicies(ctx context.Context, in *ListPoliciesRequest
 	return out, nil
 }
 
+func (c *statusClient) Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExplainResponse)
+	err := c.cc.Invoke(ctx, Status_Explain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StatusServer is the server API for Status service.
 // All implementations must embed UnimplementedStatusServer
 // for forward compatibility.
@@ -376,6 +393,12 @@ type StatusServer interface {
 	ListPods(context.Context, *ListPodsRequest) (*ListPodsResponse, error)
 	GetPod(context.Context, *GetPodRequest) (*PodDetail, error)
 	ListPolicies(context.Context, *ListPoliciesRequest) (*ListPoliciesResponse, error)
+	// Explain says whether new connections from source to destination are
+	// allowed, for the source's egress and the destination's ingress, and
+	// which policies and rules decide it, computed with the compiler and the
+	// inputs the daemon enforces. InvalidArgument for a malformed endpoint or
+	// port, NotFound for a pod the daemon does not know.
+	Explain(context.Context, *ExplainRequest) (*ExplainResponse, error)
 	mustEmbedUnimplementedStatusServer()
 }
 
@@ -397,6 +420,9 @@ func (UnimplementedStatusServer) GetPod(context.Context, *GetPodRequest) (*PodDe
 }
 func (UnimplementedStatusServer) ListPolicies(context.Context, *ListPoliciesRequest) (*ListPoliciesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListPolicies not implemented")
+}
+func (UnimplementedStatusServer) Explain(context.Context, *ExplainRequest) (*ExplainResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Explain not implemented")
 }
 func (UnimplementedStatusServer) mustEmbedUnimplementedStatusServer() {}
 func (UnimplementedStatusServer) testEmbeddedByValue()                {}
@@ -491,6 +517,24 @@ func _Status_ListPolicies_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Status_Explain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExplainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StatusServer).Explain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Status_Explain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StatusServer).Explain(ctx, req.(*ExplainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Status_ServiceDesc is the grpc.ServiceDesc for Status service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -513,6 +557,10 @@ var Status_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListPolicies",
 			Handler:    _Status_ListPolicies_Handler,
+		},
+		{
+			MethodName: "Explain",
+			Handler:    _Status_Explain_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
