@@ -209,7 +209,8 @@ func (t *Tracker) report(changed func()) {
 }
 
 // HostAddrs returns every address on the host's interfaces (of the network
-// namespace the calling thread is in), sorted and without duplicates.
+// namespace the calling thread is in) except IPv6 link-local ones, sorted and
+// without duplicates.
 func HostAddrs() ([]netip.Addr, error) {
 	// A dump is interrupted when links come and go meanwhile (other pods
 	// starting): the result may be incomplete, so read again.
@@ -226,9 +227,19 @@ func HostAddrs() ([]netip.Addr, error) {
 	}
 	out := make([]netip.Addr, 0, len(addrs))
 	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP); ok {
-			out = append(out, ip.Unmap())
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok {
+			continue
 		}
+		ip = ip.Unmap()
+		// Every new host veth gets its own fe80:: address: counting them
+		// would re-sync every pod on every ADD and DEL. No node traffic
+		// needs them: towards a pod's global address the host picks a
+		// global source, and neighbour discovery is allowed on its own.
+		if ip.Is6() && ip.IsLinkLocalUnicast() {
+			continue
+		}
+		out = append(out, ip)
 	}
 	return union(out), nil
 }

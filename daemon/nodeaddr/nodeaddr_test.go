@@ -261,3 +261,23 @@ func TestHostAddrs(t *testing.T) {
 		t.Errorf("HostAddrs() not sorted: %v", addrs)
 	}
 }
+
+// Every host veth carries its own fe80:: address: were they node addresses,
+// each pod's ADD and DEL would re-sync every pod on the node.
+func TestHostAddrsSkipLinkLocal(t *testing.T) {
+	link := hostDummy(t)
+	linkLocal := netip.MustParsePrefix("fe80::205:1/64")
+	global := netip.MustParsePrefix("fd00:205::255:1/128")
+	addAddr(t, link, linkLocal)
+	addAddr(t, link, global)
+	addrs, err := HostAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(addrs, linkLocal.Addr()) {
+		t.Errorf("HostAddrs() = %v, holds the link-local %s", addrs, linkLocal.Addr())
+	}
+	if !slices.Contains(addrs, global.Addr()) {
+		t.Errorf("HostAddrs() = %v, lacks %s", addrs, global.Addr())
+	}
+}
