@@ -1,0 +1,95 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// BenchmarkCompileScale compiles the firewall of 1 and of 110 local pods in
+// clusters of 1k and 10k pods (1k namespaces, 1k policies each): how the
+// compiler's cost grows with the cluster and with the local pods. It
+// reports; it asserts nothing about time. `make bench` compares
+// pods=1000/local=1 with pods=10000/local=1.
+func BenchmarkCompileScale(b *testing.B) {
+	for _, pods := range []int{1000, 10_000} {
+		for _, local := range []int{1, 110} {
+			b.Run(fmt.Sprintf("pods=%d/local=%d", pods, local), func(b *testing.B) {
+				st, lp := benchmarkState(pods, 1000, 1000, local)
+				b.ReportAllocs()
+				for b.Loop() {
+					Compile(st, lp)
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkCompileSelectAll compiles the datapath benchmark's policy for one
+// local pod: it selects every pod of its namespace and admits three
+// ipBlocks and two selector peers holding n pods (all of them, and every
+// second one), the peer sets podwall puts in ipsets.
+func BenchmarkCompileSelectAll(b *testing.B) {
+	for _, n := range []int{0, 2000, 8000} {
+		b.Run(fmt.Sprintf("selected=%d", n), func(b *testing.B) {
+			st, lp := selectAllState(n)
+			var members int
+			for _, r := range Compile(st, lp).Firewalls[lp[0].Key].Ingress.Rules {
+				members += len(r.Peer.Prefixes)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				Compile(st, lp)
+			}
+			b.ReportMetric(float64(members), "prefixes")
+		})
+	}
+}
+
+// selectAllState is the datapath benchmark's cluster: namespace bench with a
+// local server and n remote pods at non-adjacent addresses, and its policy.
+func selectAllState(n int) (*State, []LocalPod) {
+	st := &State{Namespaces: []*Namespace{{Name: "bench", Labels: map[string]string{"team": "bench"}}}}
+	server := &Pod{Namespace: "bench", Name: "server", UID: "server", Labels: map[string]string{"app": "server"},
+		IPs: []netip.Addr{netip.MustParseAddr("10.215.1.2")}, Phase: corev1.PodRunning, NodeName: "local"}
+	st.Pods = append(st.Pods, server)
+	for i := range n {
+		labels := map[string]string{"app": fmt.Sprintf("r%d", i%20)}
+		if i%2 == 0 {
+			labels["role"] = "client"
+		}
+		st.Pods = append(st.Pods, &Pod{
+			Namespace: "bench", Name: fmt.Sprintf("r-%05d", i), UID: fmt.Sprintf("uid-%05d", i), Labels: labels,
+			IPs:   []netip.Addr{netip.AddrFrom4([4]byte{10, 216, byte(i / 127), byte(2*(i%127) + 1)})},
+			Phase: corev1.PodRunning, NodeName: fmt.Sprintf("node-%d", i%50),
+		})
+	}
+	tcp := corev1.ProtocolTCP
+	port := func(p int32) []networkingv1.NetworkPolicyPort {
+		v := intstr.FromInt32(p)
+		return []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &v}}
+	}
+	block := func(cidr string, p int32) networkingv1.NetworkPolicyIngressRule {
+		return networkingv1.NetworkPolicyIngressRule{From: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: cidr}}}, Ports: port(p)}
+	}
+	st.Policies = []*networkingv1.NetworkPolicy{{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: "bench-select-all"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{
+				block("14.215.0.0/16", 9090), block("14.216.0.0/16", 8080), block("14.217.0.0/16", 80),
+				{From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{}}}, Ports: append(port(80), port(8080)...)},
+				{From: []networkingv1.NetworkPolicyPeer{{
+					NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "bench"}},
+					PodSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"role": "client"}},
+				}}, Ports: port(80)},
+			},
+		},
+	}}
+	return st, []LocalPod{{Key: "podwall/server/eth0", Pod: server}}
+}
