@@ -21,6 +21,14 @@ include test/kube/kube.mk
 # on a real API server; writes docs/conformance.md.
 include test/conformance.mk
 
+# soak: the reliability suite with its long settings (300 daemon kills, a
+# 60 s API server outage, 10 rounds of 110 parallel pods).
+include test/soak.mk
+
+# bench: the performance benchmarks (test/bench); writes docs/performance.md,
+# docs/performance.json and docs/performance-*.png.
+include test/bench/bench.mk
+
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/podwall ./plugin
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/podwalld ./daemon/cmd/podwalld

@@ -143,6 +143,23 @@ func (s *Store) Load() ([]Attachment, error) {
 	return atts, nil
 }
 
+// ReadFile decodes the checkpoint file at path, sorted by Key, without
+// touching its directory (Open removes leftover temp files and fixes
+// modes): for tools and tests that read the checkpoint of a running
+// daemon. Its errors wrap ErrCorrupt or ErrUnknownVersion as Load's do; a
+// missing file is an error wrapping fs.ErrNotExist.
+func ReadFile(path string) ([]Attachment, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoint: %w", err)
+	}
+	atts, err := decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoint %s: %w", path, err)
+	}
+	return atts, nil
+}
+
 func decode(data []byte) ([]Attachment, error) {
 	var probe struct {
 		Version *int `json:"version"`

@@ -131,6 +131,8 @@ type Syncer struct {
 	stateGen uint64 // bumped on every change of the inputs
 
 	stats Stats
+
+	waiters syncWaiters // the syncs DEL and GC wait for (waiters.go)
 }
 
 // Stats are counters for the status API.
@@ -172,11 +174,13 @@ func (s *Syncer) Trigger() {
 }
 
 // Run is the sync loop: it syncs every local pod after each trigger and every
-// resync period, until ctx ends.
+// resync period, until ctx ends. Every resync period it also repairs drift
+// (RepairDrift): rules or sets changed by hand inside a pod's netns.
 func (s *Syncer) Run(ctx context.Context, resync time.Duration) {
 	tick := time.NewTicker(resync)
 	defer tick.Stop()
 	for {
+		periodic := false
 		select {
 		case <-ctx.Done():
 			return
@@ -184,8 +188,12 @@ func (s *Syncer) Run(ctx context.Context, resync time.Duration) {
 		case <-tick.C:
 			// Every sync re-reads the node's addresses, so an address
 			// added to the host is allowed in by the next tick at the latest.
+			periodic = true
 		}
 		s.SyncAll(ctx)
+		if periodic {
+			s.RepairDrift(ctx)
+		}
 	}
 }
 
@@ -222,6 +230,7 @@ func (s *Syncer) Restore(ctx context.Context) error {
 	s.mu.Unlock()
 	s.log.Info("checkpoint loaded", "attachments", len(recs))
 	s.SyncAll(ctx)
+	s.resyncAfterDrops(ctx)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.saveLocked()
@@ -343,14 +352,16 @@ func (s *Syncer) Del(ctx context.Context, key, netns string) error {
 	a.retired = true
 	var err error
 	if netns != "" && netns == a.rec.Netns {
-		err = s.opts.Data.Remove(ctx, a.rec.Netns)
+		// Not cut short by a caller that stops waiting (the plugin's DEL
+		// deadline): iptables killed halfway helps nobody.
+		err = s.opts.Data.Remove(context.WithoutCancel(ctx), a.rec.Netns)
 	}
 	s.opts.Data.Forget(a.rec.Netns)
 	a.mu.Unlock()
 	if err != nil && !errors.Is(err, dataplane.ErrNetnsGone) {
 		s.log.Warn("remove rules on DEL", "pod", a.rec.Namespace+"/"+a.rec.Name, "containerID", a.rec.ContainerID, "err", err)
 	}
-	s.SyncAll(ctx)
+	s.syncOthers(ctx) // a caller that gives up waiting does not stop the sync
 	return saveErr
 }
 
@@ -404,7 +415,7 @@ func (s *Syncer) GC(ctx context.Context, network string, valid map[string]bool) 
 		recs = append(recs, a.rec)
 	}
 	sort.Slice(recs, func(i, j int) bool { return recs[i].Key() < recs[j].Key() })
-	s.SyncAll(ctx)
+	s.syncOthers(ctx)
 	if saveErr != nil {
 		return recs, fmt.Errorf("gc: save checkpoint: %w", saveErr)
 	}
@@ -682,7 +693,11 @@ func (s *Syncer) apply(ctx context.Context, a *attachment, fw *policy.Firewall, 
 	pod := a.rec.Namespace + "/" + a.rec.Name
 	if err != nil {
 		a.lastErr = err
-		s.log.Error("apply firewall", "pod", pod, "containerID", a.rec.ContainerID, "err", err)
+		// A gone netns is not an error of podwall's: SyncAll logs it once
+		// and forgets the attachment; ADD returns it to the runtime.
+		if !errors.Is(err, dataplane.ErrNetnsGone) {
+			s.log.Error("apply firewall", "pod", pod, "containerID", a.rec.ContainerID, "err", err)
+		}
 		return fmt.Errorf("apply firewall for %s: %w", pod, err)
 	}
 	a.applied, a.nodeAddr, a.gen, a.lastErr = fw, spec.NodeAddrs, gen, nil
