@@ -23,6 +23,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	podwallv1 "github.com/podwall/podwall/proto/podwall/v1"
 )
@@ -145,8 +147,13 @@ func cmdDel(args *skel.CmdArgs) error {
 			Netns:      netns,
 		})
 	}
-	if err != nil {
-		log.Warn("DEL: the daemon did not remove the attachment; GC will", "error", err)
+	switch {
+	case status.Code(err) == codes.DeadlineExceeded:
+		// The daemon finishes a DEL it has started even when the plugin
+		// stops waiting; GC catches what it could not do.
+		log.Warn("DEL: podwalld did not answer in time; it finishes the removal on its own, or GC will", "error", err)
+	case err != nil:
+		log.Warn("DEL: podwalld did not remove the attachment; GC will", "error", err)
 	}
 	return nil
 }
