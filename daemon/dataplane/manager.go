@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -463,7 +464,7 @@ func (x *executor) swapMembers(s *netnsState, want *rendered) error {
 			changed = append(changed, set)
 		}
 	}
-	if err := x.ipsetRestore(renderSetSwap(changed)); err != nil {
+	if err := x.ipsetRestoreRetryingBusy(renderSetSwap(changed)); err != nil {
 		s.forget() // some sets may be swapped: inspect next time
 		var temps []string
 		for _, set := range changed {
@@ -536,34 +537,77 @@ func (x *executor) destroyStale(s *netnsState) error {
 
 // destroySets destroys the named sets, missing ones included. The kernel
 // may release a set a moment after the rules using it are gone, so sets
-// still in use are retried for a short while. It returns the sets it could
-// not destroy.
+// still in use are retried for a short while (ipsetRestoreRetryingBusy). It
+// returns the sets it could not destroy (on failure, every set named: the
+// ones already gone are no error when destroyed again).
 func (x *executor) destroySets(names []string) ([]string, error) {
 	if len(names) == 0 {
 		return nil, nil
 	}
-	err := x.ipsetRestore(renderSetDestruction(names))
-	if err == nil {
-		return nil, nil
+	if err := x.ipsetRestoreRetryingBusy(renderSetDestruction(names)); err != nil {
+		return names, err
 	}
-	left := names
-	for _, wait := range []time.Duration{0, 10 * time.Millisecond, 50 * time.Millisecond, 200 * time.Millisecond} {
-		if wait > 0 {
-			select {
-			case <-time.After(wait):
-			case <-x.ctx.Done():
-				return left, x.ctx.Err()
-			}
+	return nil, nil
+}
+
+// setBusyWaits are the pauses before each retry of an ipset command the
+// kernel refused because a set is still referenced: after
+// iptables-nft-restore replaced the rules using a set, the kernel drops
+// their references only after an RCU grace period.
+var setBusyWaits = []time.Duration{5 * time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond, 150 * time.Millisecond}
+
+// ipsetRestoreRetryingBusy runs "ipset -exist restore" with in. When a line
+// fails because a set is busy (EBUSY, "Device or resource busy", or "in use
+// by a kernel component"), it waits and runs the input again from that
+// line: ipset restore stops at the first failing line, so the lines before
+// it took effect and must not run twice (a swap would swap back). Any other
+// error is returned at once.
+func (x *executor) ipsetRestoreRetryingBusy(in string) error {
+	err := x.ipsetRestore(in)
+	for _, wait := range setBusyWaits {
+		if err == nil || !isSetBusy(err) {
+			return err
 		}
-		var next []string
-		for _, name := range left {
-			if _, err = x.run("", x.m.bins.ipset, "-exist", "destroy", name); err != nil {
-				next = append(next, name)
-			}
+		rest, ok := restoreInputFrom(in, err)
+		if !ok {
+			return err
 		}
-		if left = next; len(left) == 0 {
-			return nil, nil
+		select {
+		case <-time.After(wait):
+		case <-x.ctx.Done():
+			return errors.Join(err, x.ctx.Err())
 		}
+		in = rest
+		err = x.ipsetRestore(in)
 	}
-	return left, err
+	return err
+}
+
+// isSetBusy reports whether an ipset command failed because the kernel
+// still holds a reference to a set.
+func isSetBusy(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "Device or resource busy") || // EBUSY, as ipset prints it
+		strings.Contains(msg, "in use by a kernel component") // IPSET_ERR_BUSY (destroy)
+}
+
+// restoreInputFrom returns the lines of an ipset restore input in from the
+// line its error err names ("Error in line N: ...") to the end.
+func restoreInputFrom(in string, err error) (string, bool) {
+	msg := err.Error()
+	const marker = "Error in line "
+	i := strings.LastIndex(msg, marker)
+	if i < 0 {
+		return "", false
+	}
+	digits := msg[i+len(marker):]
+	if j := strings.IndexByte(digits, ':'); j >= 0 {
+		digits = digits[:j]
+	}
+	line, convErr := strconv.Atoi(digits)
+	lines := strings.SplitAfter(in, "\n")
+	if convErr != nil || line < 1 || line > len(lines) {
+		return "", false
+	}
+	return strings.Join(lines[line-1:], ""), true
 }

@@ -86,7 +86,7 @@ func (s *fakeSource) Pod(_ context.Context, namespace, name string) (*policy.Pod
 //     anywhere (ingress isolated, 2 rules; the client set holds 10.88.0.11,
 //     10.88.1.5 and fd10::5, 0.0.0.0/0 is two /1 halves);
 //   - client-no-egress: clients send nothing (egress isolated, 0 rules).
-func shopState(t *testing.T) *policy.State {
+func shopState(t testing.TB) *policy.State {
 	t.Helper()
 	ns := &policy.Namespace{Name: "shop", Labels: map[string]string{source.NamespaceNameLabel: "shop"}}
 	pod := func(name, app, node string, ips ...string) *policy.Pod {
@@ -147,7 +147,7 @@ func shopState(t *testing.T) *policy.State {
 // samples gathers g and returns the samples of the named metric families,
 // keyed "name{label=value,...}" (labels sorted by name); a
 // histogram gives name_count and name_sum.
-func samples(t *testing.T, g prometheus.Gatherer, names ...string) map[string]float64 {
+func samples(t testing.TB, g prometheus.Gatherer, names ...string) map[string]float64 {
 	t.Helper()
 	families, err := g.Gather()
 	if err != nil {

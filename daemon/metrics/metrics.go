@@ -4,9 +4,10 @@
 // CNI service), and gauges of the local state, computed at scrape time from
 // the syncer's and the source's views rather than kept alongside them.
 // Label values are bounded (verbs, gRPC codes, directions, results): nothing
-// is labelled per pod. It reads the syncer and uses the dataplane's pure
-// Render only to count set members; it must not import the gRPC server or a
-// concrete source, nor change anything it observes.
+// is labelled per pod. It reads the syncer (whose views carry each
+// firewall's rule and set-member counts, taken at apply time, so a scrape
+// renders nothing); it must not import the gRPC server or a concrete source,
+// nor change anything it observes.
 package metrics
 
 import (

@@ -36,7 +36,7 @@ const (
 var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // newSyncer returns a syncer over data and src that reports to reg.
-func newSyncer(t *testing.T, reg *metrics.Registry, data *fakeDataplane, src *fakeSource) *syncer.Syncer {
+func newSyncer(t testing.TB, reg *metrics.Registry, data *fakeDataplane, src *fakeSource) *syncer.Syncer {
 	t.Helper()
 	store, err := checkpoint.Open(t.TempDir())
 	if err != nil {

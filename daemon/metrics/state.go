@@ -3,7 +3,6 @@ package metrics
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/podwall/podwall/daemon/dataplane"
 	"github.com/podwall/podwall/daemon/policy"
 	"github.com/podwall/podwall/daemon/source"
 	"github.com/podwall/podwall/daemon/syncer"
@@ -92,7 +91,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		if fw.Egress.Isolated {
 			egress++
 		}
-		n, m := len(fw.Ingress.Rules)+len(fw.Egress.Rules), peerSetMembers(fw)
+		n, m := v.Rules, v.SetMembers // counted at apply time, not rendered per scrape
 		rules += n
 		members += m
 		podRules.observe(n)
@@ -114,17 +113,6 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- podMembers.metric(c.podMembers)
 	gauge(c.policies, policies)
 	gauge(c.sourceErrors, len(c.src.Errors()))
-}
-
-// peerSetMembers counts the members of the ipsets the dataplane holds for
-// fw's peers, as its renderer lays them out (identical peers share a set, a
-// /0 is two /1 halves). Without node addresses it renders no node set.
-func peerSetMembers(fw *policy.Firewall) int {
-	n := 0
-	for _, set := range dataplane.Render(dataplane.Spec{Firewall: fw}, 0).Sets {
-		n += len(set.Members)
-	}
-	return n
 }
 
 // rulesBuckets and membersBuckets bound the per-attachment distributions:

@@ -74,7 +74,8 @@ type Options struct {
 }
 
 // Observer is told what the Syncer did. Its methods may be called with the
-// Syncer's locks held: they must be quick and must not call the Syncer.
+// Syncer's locks held, and ApplyDone from several goroutines at once: they
+// must be quick, safe for concurrent use and must not call the Syncer.
 type Observer interface {
 	// SyncDone reports one SyncAll: how long it took and the errors of the
 	// pods it could not apply, joined (nil when it applied everything).
@@ -101,6 +102,7 @@ type attachment struct {
 
 	mu       gosync.Mutex // serializes applies to this attachment
 	applied  *policy.Firewall
+	size     firewallSize // of applied, counted at apply time (view.go)
 	nodeAddr []netip.Addr
 	gen      uint64 // state generation the applied firewall was compiled from
 	lastErr  error
@@ -440,13 +442,26 @@ func (s *Syncer) SyncAll(ctx context.Context) {
 	var touched touchedPods
 	var errs []error
 	var gone bool
-	for _, a := range atts {
+	// The applies run in parallel (each attachment's own lock still
+	// serializes applies to one netns); their outcomes are handled below,
+	// one after another, in the order of atts.
+	type outcome struct {
+		skipped, changed bool
+		err              error
+	}
+	outcomes := make([]outcome, len(atts))
+	forEachParallel(len(atts), maxParallelApplies, func(i int) {
+		a := atts[i]
 		fw, ok := fws[a.rec.Key()]
 		if !ok {
-			continue // deleted or replaced since the snapshot
+			outcomes[i].skipped = true // deleted or replaced since the snapshot
+			return
 		}
-		changed, err := s.applyIfChanged(ctx, a, fw, gen, host)
-		if errors.Is(err, errRetired) {
+		outcomes[i].changed, outcomes[i].err = s.applyIfChanged(ctx, a, fw, gen, host)
+	})
+	for i, a := range atts {
+		changed, err := outcomes[i].changed, outcomes[i].err
+		if outcomes[i].skipped || errors.Is(err, errRetired) {
 			continue
 		}
 		if changed {
@@ -701,6 +716,7 @@ func (s *Syncer) apply(ctx context.Context, a *attachment, fw *policy.Firewall, 
 		return fmt.Errorf("apply firewall for %s: %w", pod, err)
 	}
 	a.applied, a.nodeAddr, a.gen, a.lastErr = fw, spec.NodeAddrs, gen, nil
+	a.size = sizeOf(fw)
 	s.log.Debug("applied", "pod", pod, "containerID", a.rec.ContainerID,
 		"ingressIsolated", fw.Ingress.Isolated, "egressIsolated", fw.Egress.Isolated,
 		"ingressRules", len(fw.Ingress.Rules), "egressRules", len(fw.Egress.Rules),

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -98,7 +99,7 @@ type testBed struct {
 	nodeAddrs []netip.Addr
 }
 
-func newTestBed(t *testing.T, state *policy.State) *testBed {
+func newTestBed(t testing.TB, state *policy.State) *testBed {
 	t.Helper()
 	store, err := checkpoint.Open(t.TempDir())
 	if err != nil {
@@ -116,7 +117,7 @@ func newTestBed(t *testing.T, state *policy.State) *testBed {
 	return tb
 }
 
-func (tb *testBed) add(t *testing.T, recs ...checkpoint.Attachment) {
+func (tb *testBed) add(t testing.TB, recs ...checkpoint.Attachment) {
 	t.Helper()
 	for _, rec := range recs {
 		if err := tb.sync.Add(t.Context(), rec); err != nil {
@@ -771,12 +772,14 @@ spec: {podSelector: {}}`))
 
 	held := make(chan string)
 	release := make(chan struct{})
-	var once sync.Once
+	// Only the first apply is held; the others (the sync applies pods in
+	// parallel) go on, as sync.Once would make them wait for the held one.
+	var holding atomic.Bool
 	tb.data.setBeforeApply(func(netns string) {
-		once.Do(func() {
+		if holding.CompareAndSwap(false, true) {
 			held <- netns
 			<-release
-		})
+		}
 	})
 	syncDone := make(chan struct{})
 	go func() { tb.sync.SyncAll(context.Background()); close(syncDone) }()

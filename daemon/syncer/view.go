@@ -20,6 +20,27 @@ type PodView struct {
 	// whose egress is isolated, every Service port (per IP family) with
 	// the endpoints its rules allow and deny.
 	Services []policy.ServiceVerdict
+	// Rules are the allow rules of Firewall (both directions) and
+	// SetMembers the members of its peer ipsets (both families, node
+	// addresses not counted), counted when it was applied.
+	Rules, SetMembers int
+}
+
+// firewallSize is what one firewall holds in the dataplane.
+type firewallSize struct {
+	rules, setMembers int
+}
+
+// sizeOf counts fw's allow rules and the members of the ipsets the
+// dataplane holds for its peers, as its renderer lays them out (identical
+// peers share a set, a /0 is two /1 halves). Without node addresses it
+// renders no node set.
+func sizeOf(fw *policy.Firewall) firewallSize {
+	size := firewallSize{rules: len(fw.Ingress.Rules) + len(fw.Egress.Rules)}
+	for _, set := range dataplane.Render(dataplane.Spec{Firewall: fw}, 0).Sets {
+		size.setMembers += len(set.Members)
+	}
+	return size
 }
 
 // Pods returns every attachment, sorted by namespace, name and key.
@@ -33,7 +54,8 @@ func (s *Syncer) Pods() []PodView {
 	views := make([]PodView, 0, len(atts))
 	for _, a := range atts {
 		a.mu.Lock()
-		views = append(views, PodView{Attachment: a.rec, Firewall: a.applied, Err: a.lastErr, Services: servicesOf(a)})
+		views = append(views, PodView{Attachment: a.rec, Firewall: a.applied, Err: a.lastErr, Services: servicesOf(a),
+			Rules: a.size.rules, SetMembers: a.size.setMembers})
 		a.mu.Unlock()
 	}
 	sort.Slice(views, func(i, j int) bool {
