@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 
@@ -21,10 +23,17 @@ type result struct {
 func render(w io.Writer, output string, res result) error {
 	switch output {
 	case "json", "yaml":
-		b, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitUnpopulated: true}.Marshal(res.msg)
+		raw, err := protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(res.msg)
 		if err != nil {
 			return fmt.Errorf("encode json: %w", err)
 		}
+		// protojson varies its whitespace on purpose from build to build;
+		// scripts and diffs deserve one stable layout.
+		var indented bytes.Buffer
+		if err := json.Indent(&indented, raw, "", "  "); err != nil {
+			return fmt.Errorf("encode json: %w", err)
+		}
+		b := indented.Bytes()
 		if output == "yaml" {
 			if b, err = yaml.JSONToYAML(b); err != nil {
 				return fmt.Errorf("encode yaml: %w", err)
