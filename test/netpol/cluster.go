@@ -32,9 +32,11 @@ type Cluster interface {
 	// SetPodLabels replaces the pod's labels.
 	SetPodLabels(ctx context.Context, ns, pod string, labels map[string]string) error
 	PodIP(ns, pod string, family Family) (netip.Addr, bool)
-	// Probe reports whether a connection from one pod to another pod's IP on
-	// port/proto succeeds right now. An error means the probe could not be
-	// run at all (unknown pod, broken harness), not that it was refused.
+	// Probe reports whether a connection from one pod to another pod's IP
+	// of the family (or to the ClusterIP of the family of a Service that
+	// selects only that pod) on port/proto succeeds right now. An error means
+	// the probe could not be run at all (unknown pod, broken harness), not
+	// that it was refused.
 	Probe(ctx context.Context, from, to PodRef, family Family, port int, proto corev1.Protocol) (bool, error)
 	// Teardown removes everything Setup created, policies included.
 	Teardown(ctx context.Context) error

@@ -14,8 +14,10 @@
 // workers, retries each cell until it matches, re-probes once ("SECOND TRY")
 // and fails with the expected, observed and comparison tables.
 //
-// Differences from upstream, all deliberate: probes go pod IP to pod IP (no
-// Services, no DNS); loopback cells are not probed (upstream probes and
+// Differences from upstream, all deliberate: the Cluster decides where a
+// probe goes — to the pod's IP, or (test/e2e/kube's Service mode, as
+// upstream's 1.3x e2e) to the ClusterIP of a Service per pod, never through
+// DNS; loopback cells are not probed (upstream probes and
 // ignores them); the legacy one-shot client pods are long-lived pods created
 // with the model; the ns-name label of legacy namespaces carries the real
 // namespace name, so concurrent runs cannot select each other's namespaces.

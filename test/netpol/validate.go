@@ -26,6 +26,15 @@ type Options struct {
 	PollInterval time.Duration
 	// Workers is the number of concurrent probes; default 3.
 	Workers int
+	// ConfirmAfter, when positive, makes Validate probe the cells expected
+	// to connect once more after the matrix matched, no sooner than
+	// ConfirmAfter after Validate began (a cell that connects is settled on
+	// its first probe, which may run before the node enforces the change
+	// that preceded the validation; the confirmation catches a connection
+	// the enforced change wrongly blocks). Cells expected to be blocked are
+	// retried until blocked, so their last probe already ran under the
+	// change. Default 0: no confirmation, as upstream.
+	ConfirmAfter time.Duration
 	// Logf receives progress lines; default discard.
 	Logf func(format string, args ...any)
 }
@@ -60,6 +69,7 @@ const ignoreLoopback = true
 // when the test case is malformed or probes cannot run. m supplies the family
 // and the pods the matrix may name.
 func Validate(ctx context.Context, c Cluster, m *Model, tc TestCase, opts Options) error {
+	start := time.Now()
 	opts = opts.withDefaults()
 	r := tc.Reachability
 	if err := checkTestCase(m, tc); err != nil {
@@ -67,7 +77,7 @@ func Validate(ctx context.Context, c Cluster, m *Model, tc TestCase, opts Option
 	}
 	what := fmt.Sprintf("%s/%d", tc.Protocol, tc.ToPort)
 
-	probeErrs, err := probeMatrix(ctx, c, m.Family, tc, opts)
+	probeErrs, err := probeMatrix(ctx, c, m.Family, tc, opts, nil)
 	if err != nil {
 		return err
 	}
@@ -77,7 +87,7 @@ func Validate(ctx context.Context, c Cluster, m *Model, tc TestCase, opts Option
 	}
 	if wrong != 0 {
 		opts.Logf("%s: failed first probe %d wrong results ... retrying (SECOND TRY)", what, wrong)
-		if probeErrs, err = probeMatrix(ctx, c, m.Family, tc, opts); err != nil {
+		if probeErrs, err = probeMatrix(ctx, c, m.Family, tc, opts, nil); err != nil {
 			return err
 		}
 	}
@@ -85,11 +95,38 @@ func Validate(ctx context.Context, c Cluster, m *Model, tc TestCase, opts Option
 	if err != nil {
 		return err
 	}
+	if wrong == 0 && opts.ConfirmAfter > 0 {
+		if probeErrs, err = confirmConnected(ctx, c, m.Family, tc, opts, start); err != nil {
+			return err
+		}
+		if right, wrong, _, comparison, err = r.Summary(ignoreLoopback); err != nil {
+			return err
+		}
+		if wrong != 0 {
+			what += fmt.Sprintf(" (confirmation %s after the validation began)", opts.ConfirmAfter)
+		}
+	}
 	opts.Logf("%s: reachability: correct:%d, incorrect:%d, result=%t", what, right, wrong, wrong == 0)
 	if wrong == 0 {
 		return nil
 	}
 	return &MatrixError{What: what, Wrong: wrong, Reachability: r, Comparison: comparison, ProbeErrors: probeErrs}
+}
+
+// confirmConnected waits until opts.ConfirmAfter has passed since start and
+// probes the cells expected to connect again (each retried as in the first
+// pass), keeping the other cells' observations.
+func confirmConnected(ctx context.Context, c Cluster, family Family, tc TestCase, opts Options, start time.Time) ([]string, error) {
+	if wait := opts.ConfirmAfter - time.Since(start); wait > 0 {
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, fmt.Errorf("confirm %s/%d: %w", tc.Protocol, tc.ToPort, ctx.Err())
+		case <-timer.C:
+		}
+	}
+	return probeMatrix(ctx, c, family, tc, opts, func(j probeJob) bool { return j.expected })
 }
 
 // MatrixError is Validate's error when cells stay wrong.
@@ -158,12 +195,16 @@ type probeResult struct {
 }
 
 // probeMatrix probes every non-loopback cell of tc with opts.Workers workers
-// and records the observations in a fresh Observed table. It returns the
+// and records the observations in a fresh Observed table. With only set, it
+// probes only the cells only accepts and keeps the other observations (an
+// accepted cell whose probe cannot run becomes unobserved). It returns the
 // errors of the cells whose last probe could not run (left unobserved), and
 // an error only when ctx ends.
-func probeMatrix(ctx context.Context, c Cluster, family Family, tc TestCase, opts Options) ([]string, error) {
+func probeMatrix(ctx context.Context, c Cluster, family Family, tc TestCase, opts Options, only func(probeJob) bool) ([]string, error) {
 	r := tc.Reachability
-	r.Observed = NewTruthTable(r.Expected.Froms, r.Expected.Tos, nil)
+	if only == nil {
+		r.Observed = NewTruthTable(r.Expected.Froms, r.Expected.Tos, nil)
+	}
 
 	var jobs []probeJob
 	for _, from := range r.Froms {
@@ -172,7 +213,10 @@ func probeMatrix(ctx context.Context, c Cluster, family Family, tc TestCase, opt
 				continue
 			}
 			expected, _ := r.Expected.Get(from.String(), to.String())
-			jobs = append(jobs, probeJob{from: from, to: to, expected: expected})
+			job := probeJob{from: from, to: to, expected: expected}
+			if only == nil || only(job) {
+				jobs = append(jobs, job)
+			}
 		}
 	}
 
@@ -208,6 +252,7 @@ func probeMatrix(ctx context.Context, c Cluster, family Family, tc TestCase, opt
 			// A probe that could not run observed nothing: the cell stays
 			// unset ("?") and counts as wrong, whatever was expected.
 			probeErrs = append(probeErrs, fmt.Sprintf("%s -> %s: %v", res.job.from, res.job.to, res.err))
+			delete(r.Observed.Values[res.job.from.String()], res.job.to.String())
 			continue
 		}
 		r.Observe(res.job.from, res.job.to, res.observed)

@@ -307,3 +307,53 @@ func golden(t *testing.T, name, got string) {
 		t.Errorf("output differs from %s (run with -update to accept):\ngot:\n%s\nwant:\n%s", path, got, want)
 	}
 }
+
+func TestValidateConfirmsConnectedCells(t *testing.T) {
+	m := threePodModel(t)
+	// x/b -> y/a connects on its first probe only, as when the probe runs
+	// before the node enforces a change that wrongly blocks it.
+	probe := func(from, to PodRef, port int, proto corev1.Protocol, attempt int) (bool, error) {
+		if from == Ref("netpol-x", "b") && to == Ref("netpol-y", "a") {
+			return attempt == 1, nil
+		}
+		return denyIntoXA(from, to, port, proto, attempt)
+	}
+	tests := []struct {
+		name         string
+		confirmAfter time.Duration
+		wantErr      bool
+	}{
+		{"upstream: settled on the first probe", 0, false},
+		{"confirmed later", 50 * time.Millisecond, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &scriptedCluster{probe: probe}
+			r := NewReachability(m.AllPodRefs(), true)
+			r.ExpectAllIngress(Ref("netpol-x", "a"), false)
+			opts := Options{CellTimeout: 20 * time.Millisecond, PollInterval: time.Millisecond, ConfirmAfter: tt.confirmAfter}
+			start := time.Now()
+			err := Validate(context.Background(), c, m, TestCase{ToPort: 80, Protocol: corev1.ProtocolTCP, Reachability: r}, opts)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Validate = %v, want error %t", err, tt.wantErr)
+			}
+			if !tt.wantErr {
+				if len(c.probes) != 6 {
+					t.Errorf("%d probes, want 6 (one per cell, no confirmation)", len(c.probes))
+				}
+				return
+			}
+			merr, ok := errors.AsType[*MatrixError](err)
+			if !ok || merr.Wrong != 1 || !strings.Contains(merr.What, "confirmation") {
+				t.Errorf("Validate = %v, want one wrong cell found by the confirmation", err)
+			}
+			if d := time.Since(start); d < tt.confirmAfter {
+				t.Errorf("Validate returned after %s, before ConfirmAfter %s", d, tt.confirmAfter)
+			}
+			// Only the cells expected to connect are confirmed.
+			if n := c.attempts["netpol-y/a->netpol-x/a"]; n != 1 {
+				t.Errorf("blocked cell probed %d times, want 1 (not confirmed)", n)
+			}
+		})
+	}
+}

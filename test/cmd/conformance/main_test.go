@@ -75,6 +75,17 @@ func TestParseStream(t *testing.T) {
 				"TestKubeUpstreamLegacy118": Pass,
 				"TestKubeUpstreamNetpolUDP/should_support_a_'default-deny-ingress'_policy": Pass,
 				"TestKubeUpstreamNetpolUDP": Pass,
+				"TestKubeUpstreamService/Legacy118/should_support_a_'default-deny'_policy_[Feature:NetworkPolicy]": Pass,
+				"TestKubeUpstreamService/Legacy118/should_enforce_updated_policy_[Feature:NetworkPolicy]":          Fail,
+				"TestKubeUpstreamService/Legacy118":                                                Fail,
+				"TestKubeUpstreamService/NetpolUDP/should_support_a_'default-deny-ingress'_policy": Pass,
+				"TestKubeUpstreamService/NetpolUDP":                                                Pass,
+				"TestKubeUpstreamService":                                                          Fail,
+				"TestKubeUpstreamIPv6":                                                             Skip,
+				"TestKubeUpstreamDualStack/IPv6/NetpolUDP/should_support_a_'default-deny-ingress'_policy": Pass,
+				"TestKubeUpstreamDualStack/IPv6/NetpolUDP":                                                Pass,
+				"TestKubeUpstreamDualStack/IPv6":                                                          Pass,
+				"TestKubeUpstreamDualStack":                                                               Fail,
 			},
 			kubeVersion: "v1.34.4",
 		},
@@ -95,6 +106,11 @@ func TestParseStream(t *testing.T) {
 			}
 			if s.KubeVersion != tt.kubeVersion {
 				t.Errorf("kube version %q, want %q", s.KubeVersion, tt.kubeVersion)
+			}
+			for name := range tt.results {
+				if _, ok := s.Elapsed[name]; !ok {
+					t.Errorf("no elapsed time of %s", name)
+				}
 			}
 		})
 	}
@@ -124,50 +140,104 @@ func testSuites() [][]netpol.Test {
 func testStreams(t *testing.T) map[string]*Stream {
 	t.Helper()
 	streams := map[string]*Stream{}
-	for mode, file := range map[string]string{"manifests": "manifests.json", "kubernetes": "kube.json"} {
+	for name, file := range map[string]string{"manifests": "manifests.json", "kube": "kube.json"} {
 		s, err := readStream(filepath.Join("testdata", file))
 		if err != nil {
 			t.Fatal(err)
 		}
-		streams[mode] = s
+		streams[name] = s
 	}
 	return streams
 }
 
+// modeIndex returns the index of the mode named name in Modes.
+func modeIndex(t *testing.T, name string) int {
+	t.Helper()
+	i := slices.IndexFunc(Modes, func(m Mode) bool { return m.Name == name })
+	if i < 0 {
+		t.Fatalf("no mode %q", name)
+	}
+	return i
+}
+
+func TestModesCoverEveryRun(t *testing.T) {
+	type key struct{ source, pods, probes, path string }
+	seen := map[key]bool{}
+	for _, m := range Modes {
+		k := key{m.Source, m.Pods, m.Probes, m.Path}
+		if seen[k] {
+			t.Errorf("mode %s duplicates %v", m.Name, k)
+		}
+		seen[k] = true
+		if len(m.Funcs) != len(Suites()) {
+			t.Errorf("mode %s has %d suites, want %d", m.Name, len(m.Funcs), len(Suites()))
+		}
+	}
+	for _, pods := range []string{"IPv4", "IPv6", "dual-stack"} {
+		for _, path := range []string{"pod IP", "Service"} {
+			probes := []string{pods}
+			if pods == "dual-stack" {
+				probes = []string{"IPv4", "IPv6"}
+			}
+			for _, f := range probes {
+				if !seen[key{"kubernetes", pods, f, path}] {
+					t.Errorf("no kubernetes mode for %s pods, %s probes, %s", pods, f, path)
+				}
+			}
+		}
+	}
+}
+
 func TestRows(t *testing.T) {
 	rows := Rows(testSuites(), Modes, testStreams(t))
-	type key struct{ test, mode string }
-	got := map[key]Row{}
+	if len(rows) != 3 {
+		t.Fatalf("got %d rows, want 3: %+v", len(rows), rows)
+	}
+	byTest := map[string]Row{}
 	for _, r := range rows {
-		got[key{r.Test, r.Mode}] = r
+		if len(r.Results) != len(Modes) {
+			t.Fatalf("row %s has %d cells, want %d", r.Test, len(r.Results), len(Modes))
+		}
+		byTest[r.Test] = r
 	}
-	if len(rows) != 6 || len(got) != 6 {
-		t.Fatalf("got %d rows (%d distinct), want 6: %+v", len(rows), len(got), rows)
-	}
+	const (
+		defaultDeny  = "should support a 'default-deny' policy [Feature:NetworkPolicy]"
+		updated      = "should enforce updated policy [Feature:NetworkPolicy]"
+		udpDenyInput = "should support a 'default-deny-ingress' policy"
+	)
 	tests := []struct {
 		test, mode string
 		result     Result
 		notRun     bool
 	}{
-		{"should support a 'default-deny' policy [Feature:NetworkPolicy]", "manifests", Pass, false},
-		{"should enforce updated policy [Feature:NetworkPolicy]", "manifests", Fail, false},
-		{"should support a 'default-deny-ingress' policy", "manifests", Skip, false}, // its suite skipped
-		{"should support a 'default-deny' policy [Feature:NetworkPolicy]", "kubernetes", Pass, false},
-		{"should enforce updated policy [Feature:NetworkPolicy]", "kubernetes", Pass, false},
-		{"should support a 'default-deny-ingress' policy", "kubernetes", Pass, false},
+		{defaultDeny, "manifests", Pass, false},
+		{updated, "manifests", Fail, false},
+		{udpDenyInput, "manifests", Skip, false}, // its suite skipped
+		{defaultDeny, "kube-ipv4", Pass, false},
+		{updated, "kube-ipv4", Pass, false},
+		{udpDenyInput, "kube-ipv4", Pass, false},
+		{defaultDeny, "kube-ipv4-svc", Pass, false},
+		{updated, "kube-ipv4-svc", Fail, false},
+		{udpDenyInput, "kube-ipv4-svc", Pass, false},
+		{defaultDeny, "kube-ipv6", Skip, false}, // the whole run skipped
+		{udpDenyInput, "kube-dual-6", Pass, false},
+		{udpDenyInput, "kube-dual-4", Fail, true}, // the run failed without it
+		{defaultDeny, "kube-dual-6-svc", Fail, true},
 	}
 	for _, tt := range tests {
-		r := got[key{tt.test, tt.mode}]
-		if r.Result != tt.result || r.NotRun != tt.notRun {
-			t.Errorf("%s (%s): %q notRun=%t, want %q notRun=%t", tt.test, tt.mode, r.Result, r.NotRun, tt.result, tt.notRun)
+		c := byTest[tt.test].Results[modeIndex(t, tt.mode)]
+		if c.Result != tt.result || c.NotRun != tt.notRun {
+			t.Errorf("%s (%s): %q notRun=%t, want %q notRun=%t", tt.test, tt.mode, c.Result, c.NotRun, tt.result, tt.notRun)
 		}
 	}
 
 	// Tests the stream has nothing of never ran: they fail.
-	rows = Rows(testSuites(), Modes, map[string]*Stream{"kubernetes": {Results: map[string]Result{}}})
+	rows = Rows(testSuites(), Modes, map[string]*Stream{"kube": {Results: map[string]Result{}}})
 	for _, r := range rows {
-		if r.Result != Fail || !r.NotRun {
-			t.Errorf("%s (%s) with no result: %q notRun=%t, want a failure not run", r.Test, r.Mode, r.Result, r.NotRun)
+		for i, c := range r.Results {
+			if c.Result != Fail || !c.NotRun {
+				t.Errorf("%s (%s) with no result: %q notRun=%t, want a failure not run", r.Test, Modes[i].Name, c.Result, c.NotRun)
+			}
 		}
 	}
 }
@@ -179,6 +249,7 @@ func TestRenderGolden(t *testing.T) {
 		Date:           time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC),
 		Modes:          Modes,
 		Rows:           Rows(testSuites(), Modes, testStreams(t)),
+		Streams:        testStreams(t),
 	}
 	var b bytes.Buffer
 	if err := Render(&b, r); err != nil {
@@ -222,8 +293,11 @@ func TestRun(t *testing.T) {
 			t.Errorf("report lacks %q", want)
 		}
 	}
-	if rows := strings.Count(string(b), "\n| [sig-network]"); rows != 2*73 {
-		t.Errorf("report has %d test rows, want %d (73 tests, 2 modes)", rows, 2*73)
+	if rows := strings.Count(string(b), "\n| [sig-network]"); rows != 73 {
+		t.Errorf("report has %d test rows, want 73", rows)
+	}
+	if want := "| kube-ipv4-svc | kubernetes | IPv4 | IPv4 | Service | 2 | 71 (70 not run) | 0 | 28s |"; !strings.Contains(string(b), want) {
+		t.Errorf("report lacks the kube-ipv4-svc summary %q", want)
 	}
 	if err := run(append(args, "-allow-failures"), io.Discard); err != nil {
 		t.Errorf("run -allow-failures = %v", err)

@@ -15,11 +15,13 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 
 	"github.com/podwall/podwall/test/bed"
 	"github.com/podwall/podwall/test/harness"
+	"github.com/podwall/podwall/test/kube/cluster"
 	"github.com/podwall/podwall/test/netpol"
 )
 
@@ -37,15 +39,28 @@ import (
 // Pods are shaped like upstream's: one container per served port and
 // protocol, named cont-<port>-<protocol>, whose one container port carries
 // the model's name (serve-80-tcp, or serve-80 in the legacy suite).
+//
+// In Service mode (a kube-proxy set), Setup also creates one Service per
+// pod, as upstream's e2e does, and Probe connects to the Service's ClusterIP
+// of the probed family instead of the pod's IP; kube-proxy on the host
+// rewrites it to the pod's IP, after podwall's egress rules in the client's
+// netns have judged it.
 type kubeCluster struct {
 	node         *kubeNode
 	client       kubernetes.Interface
 	log          func(string, ...any)
 	probeTimeout time.Duration
+	// proxy, when set, is the kube-proxy programming the Services: Service
+	// mode.
+	proxy *cluster.Proxy
+	// namedTargetPorts makes the Services' target ports the container
+	// ports' names instead of their numbers.
+	namedTargetPorts bool
 
-	mu    sync.RWMutex // guards pods (Probe and PodIP run concurrently)
-	pods  map[netpol.PodRef]*bed.Pod
-	model *netpol.Model
+	mu       sync.RWMutex // guards pods and services (Probe and PodIP run concurrently)
+	pods     map[netpol.PodRef]*bed.Pod
+	services map[netpol.PodRef]*corev1.Service
+	model    *netpol.Model
 	// namespaces are the ones Setup created (or tried to).
 	namespaces []string
 	// wrong is set when a validation saw a wrong cell (see logf); Teardown
@@ -65,7 +80,16 @@ func newKubeCluster(n *kubeNode, logf func(string, ...any)) *kubeCluster {
 		client:       n.CP.Client(),
 		probeTimeout: time.Second,
 		pods:         map[netpol.PodRef]*bed.Pod{},
+		services:     map[netpol.PodRef]*corev1.Service{},
 	}
+}
+
+// newKubeServiceCluster is newKubeCluster in Service mode: proxy programs
+// the Services, whose target ports are names when namedTargetPorts is set.
+func newKubeServiceCluster(n *kubeNode, proxy *cluster.Proxy, namedTargetPorts bool, logf func(string, ...any)) *kubeCluster {
+	c := newKubeCluster(n, logf)
+	c.proxy, c.namedTargetPorts = proxy, namedTargetPorts
+	return c
 }
 
 // Logf logs through the test's log. It is the test's netpol Options.Logf:
@@ -80,6 +104,8 @@ func (c *kubeCluster) Logf(format string, args ...any) {
 
 // Setup creates the model's namespaces (with their labels; the API server
 // adds kubernetes.io/metadata.name) and then its pods, each group at once.
+// In Service mode it then creates every pod's Service and waits until
+// kube-proxy has programmed each to its pod's addresses.
 func (c *kubeCluster) Setup(ctx context.Context, m *netpol.Model) error {
 	if m == nil {
 		return errors.New("no model")
@@ -129,7 +155,95 @@ func (c *kubeCluster) Setup(ctx context.Context, m *netpol.Model) error {
 		})
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil || c.proxy == nil {
+		return err
+	}
+
+	start := time.Now()
+	for i, p := range pods {
+		wg.Go(func() { errs[i] = c.createService(ctx, p) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	c.log("%d Services programmed by kube-proxy in %s", len(pods), time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// createService creates the Service of model pod p (serviceObject) and
+// waits until kube-proxy sends its ClusterIPs to the pod's addresses.
+func (c *kubeCluster) createService(ctx context.Context, p *netpol.Pod) error {
+	bp := c.bedPod(p.Ref())
+	if bp == nil {
+		return fmt.Errorf("service of %s: pod not running", p.Ref())
+	}
+	svc, err := c.client.CoreV1().Services(p.Namespace).Create(ctx, serviceObject(p, bp.Families(), c.namedTargetPorts), metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("create service of %s: %w", p.Ref(), err)
+	}
+	if err := c.proxy.WaitService(ctx, svc, bp.IPs...); err != nil {
+		return fmt.Errorf("service %s/%s of pod %s: %w", svc.Namespace, svc.Name, p.Ref(), err)
+	}
+	c.mu.Lock()
+	c.services[p.Ref()] = svc
+	c.mu.Unlock()
+	return nil
+}
+
+// serviceObject is the Service of a model pod, as upstream's e2e makes it:
+// named s-<namespace>-<pod>, selecting the pod by its labels at set-up (the
+// model's pod=<name> or pod-name=<name>, unique in its namespace), one
+// service port per container port (service-port-<protocol>-<port>, the
+// container port's number), in the pod's families (both ClusterIPs for a
+// dual-stack pod). Its target ports are the container ports' names when
+// named is set, else their numbers (upstream: numbers).
+func serviceObject(p *netpol.Pod, families []bed.Family, named bool) *corev1.Service {
+	policy := corev1.IPFamilyPolicySingleStack
+	if len(families) > 1 {
+		policy = corev1.IPFamilyPolicyRequireDualStack
+	}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Name: "s-" + p.Namespace + "-" + p.Name},
+		Spec: corev1.ServiceSpec{
+			Selector:       copyLabels(p.Labels),
+			IPFamilyPolicy: &policy,
+		},
+	}
+	for _, f := range families {
+		if f == bed.IPv6 {
+			svc.Spec.IPFamilies = append(svc.Spec.IPFamilies, corev1.IPv6Protocol)
+		} else {
+			svc.Spec.IPFamilies = append(svc.Spec.IPFamilies, corev1.IPv4Protocol)
+		}
+	}
+	for _, cp := range p.Ports {
+		target := intstr.FromInt32(cp.Port)
+		if named && cp.Name != "" {
+			target = intstr.FromString(cp.Name)
+		}
+		svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{
+			Name:       fmt.Sprintf("service-port-%s-%d", strings.ToLower(string(cp.Protocol)), cp.Port),
+			Protocol:   cp.Protocol,
+			Port:       cp.Port,
+			TargetPort: target,
+		})
+	}
+	return svc
+}
+
+// clusterIP returns the ClusterIP of svc in family f.
+func clusterIP(svc *corev1.Service, f netpol.Family) (netip.Addr, bool) {
+	for _, s := range svc.Spec.ClusterIPs {
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			continue
+		}
+		if (f == netpol.IPv4) == ip.Is4() {
+			return ip, true
+		}
+	}
+	return netip.Addr{}, false
 }
 
 // podObject is the Pod object of a model pod: its labels, and one container
@@ -246,10 +360,28 @@ func (c *kubeCluster) bedPod(ref netpol.PodRef) *bed.Pod {
 	return c.pods[ref]
 }
 
-// Probe connects from one pod to the other's address with the bed's real
-// TCP, UDP or SCTP probe; blocked or refused is (false, nil).
+// Probe connects from one pod to the other's address (in Service mode: its
+// Service's ClusterIP) of the family with the bed's real TCP, UDP or SCTP
+// probe; blocked or refused is (false, nil).
 func (c *kubeCluster) Probe(ctx context.Context, from, to netpol.PodRef, family netpol.Family, port int, proto corev1.Protocol) (bool, error) {
-	return harness.ProbeBedPods(ctx, c.bedPod, from, to, family, port, proto, c.probeTimeout)
+	if c.proxy == nil {
+		return harness.ProbeBedPods(ctx, c.bedPod, from, to, family, port, proto, c.probeTimeout)
+	}
+	src := c.bedPod(from)
+	if src == nil {
+		return false, fmt.Errorf("pod %s not found", from)
+	}
+	c.mu.RLock()
+	svc := c.services[to]
+	c.mu.RUnlock()
+	if svc == nil {
+		return false, fmt.Errorf("pod %s has no Service", to)
+	}
+	ip, ok := clusterIP(svc, family)
+	if !ok {
+		return false, fmt.Errorf("service %s/%s of pod %s has no %v ClusterIP (%v)", svc.Namespace, svc.Name, to, family, svc.Spec.ClusterIPs)
+	}
+	return bed.Probe(ctx, src, ip, port, string(proto), c.probeTimeout)
 }
 
 // Teardown deletes the test's pods (CNI DEL, then the objects, waiting until
@@ -265,6 +397,11 @@ func (c *kubeCluster) Teardown(ctx context.Context) error {
 			}
 		}
 		c.diagnosis = c.node.Daemon.Diagnose(ctx, pods...)
+		if c.proxy != nil {
+			c.mu.RLock()
+			c.diagnosis += "\nServices (ClusterIPs → pod):\n" + describeServices(c.services)
+			c.mu.RUnlock()
+		}
 	}
 	c.model = nil
 	c.mu.Lock()
@@ -273,6 +410,7 @@ func (c *kubeCluster) Teardown(ctx context.Context) error {
 		refs = append(refs, ref)
 	}
 	c.pods = map[netpol.PodRef]*bed.Pod{}
+	c.services = map[netpol.PodRef]*corev1.Service{}
 	c.mu.Unlock()
 
 	errs := make([]error, len(refs))
@@ -292,4 +430,14 @@ func (c *kubeCluster) Teardown(ctx context.Context) error {
 		return fmt.Errorf("teardown: %w", err)
 	}
 	return nil
+}
+
+// describeServices lists the Services of a test, one line each, sorted.
+func describeServices(services map[netpol.PodRef]*corev1.Service) string {
+	var lines []string
+	for ref, svc := range services {
+		lines = append(lines, fmt.Sprintf("  %s/%s %v → %s", svc.Namespace, svc.Name, svc.Spec.ClusterIPs, ref))
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
 }

@@ -6,6 +6,7 @@ package kubee2e
 //
 //	cp := theSharedCluster(t)
 //	n := newNode(t, cp, nodeOptions{Name: "k8nx", PodCIDRv4: netip.MustParsePrefix("10.213.70.0/24")})
+//	n6 := newNode(t, cp, nodeOptions{Name: "k8s6x", PodCIDRv6: netip.MustParsePrefix("fd00:213::70:0:0:0/80")})
 //	bp, err := n.Kubelet.RunPod(ctx, pod) // API object → CNI ADD → status → servers
 
 import (
@@ -24,13 +25,16 @@ import (
 
 // nodeOptions configures newNode.
 type nodeOptions struct {
-	// Name names the bed ("k8n…", unique among the beds running at once);
-	// the node is "node-<Name>".
+	// Name names the bed ("k8n…" for IPv4, "k8s6…" for IPv6-only, "k8d…"
+	// for dual-stack pods; unique among the beds running at once); the
+	// node is "node-<Name>".
 	Name string
-	// PodCIDRv4 is the bed's pod range, inside podRangeV4 and used by this
-	// node only. Its first address is the Node's InternalIP: ptp puts it on
-	// the host side of every pod veth.
-	PodCIDRv4 netip.Prefix
+	// PodCIDRv4 and PodCIDRv6 are the bed's pod ranges, inside podRangeV4
+	// and podRangeV6 and used by this node only; at least one is set, both
+	// for dual-stack pods. The first address of each is one of the Node's
+	// InternalIPs (IPv4 first): ptp puts it on the host side of every pod
+	// veth.
+	PodCIDRv4, PodCIDRv6 netip.Prefix
 	// NoEnforcement leaves podwall out of the chain and runs no daemon.
 	NoEnforcement bool
 	// Kubeconfig is the daemon's; default the control plane's
@@ -44,9 +48,12 @@ type nodeOptions struct {
 type kubeNode struct {
 	CP       *controlPlane
 	NodeName string
-	Bed      *bed.Bed
-	Kubelet  *kubelet.Kubelet
-	Daemon   *harness.Daemon // nil with NoEnforcement
+	// PodCIDRv4 and PodCIDRv6 are the bed's pod ranges (invalid when
+	// unused).
+	PodCIDRv4, PodCIDRv6 netip.Prefix
+	Bed                  *bed.Bed
+	Kubelet              *kubelet.Kubelet
+	Daemon               *harness.Daemon // nil with NoEnforcement
 }
 
 // newNode creates the Node object, starts podwalld (unless
@@ -56,21 +63,41 @@ type kubeNode struct {
 // test failed.
 func newNode(t testing.TB, cp *controlPlane, opts nodeOptions) *kubeNode {
 	t.Helper()
-	if !strings.HasPrefix(opts.Name, bedPrefix) {
-		t.Fatalf("bed name %q: want the prefix %q", opts.Name, bedPrefix)
+	v4, v6 := opts.PodCIDRv4, opts.PodCIDRv6
+	prefix := bedPrefix
+	switch {
+	case v4.IsValid() && v6.IsValid():
+		prefix = bedPrefixDual
+	case v6.IsValid():
+		prefix = bedPrefixIPv6
 	}
-	p := opts.PodCIDRv4
-	if !p.IsValid() || !podRangeV4.Contains(p.Addr()) || p.Bits() < podRangeV4.Bits() || p.Bits() > 28 {
-		t.Fatalf("pod range %s: want a /17../28 inside %s", p, podRangeV4)
+	if !strings.HasPrefix(opts.Name, prefix) {
+		t.Fatalf("bed name %q: want the prefix %q", opts.Name, prefix)
 	}
-	n := &kubeNode{CP: cp, NodeName: "node-" + opts.Name}
+	var nodeIPs []netip.Addr
+	if v4.IsValid() {
+		if !podRangeV4.Contains(v4.Addr()) || v4.Bits() < podRangeV4.Bits() || v4.Bits() > 28 {
+			t.Fatalf("pod range %s: want a /17../28 inside %s", v4, podRangeV4)
+		}
+		nodeIPs = append(nodeIPs, v4.Masked().Addr().Next())
+	}
+	if v6.IsValid() {
+		if !podRangeV6.Contains(v6.Addr()) || v6.Bits() < 80 || v6.Bits() > 120 {
+			t.Fatalf("pod range %s: want a /80../120 inside %s", v6, podRangeV6)
+		}
+		nodeIPs = append(nodeIPs, v6.Masked().Addr().Next())
+	}
+	if len(nodeIPs) == 0 {
+		t.Fatal("node without a pod range")
+	}
+	n := &kubeNode{CP: cp, NodeName: "node-" + opts.Name, PodCIDRv4: v4, PodCIDRv6: v6}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := cp.CreateNode(ctx, n.NodeName, p.Masked().Addr().Next()); err != nil {
+	if err := cp.CreateNodeWithIPs(ctx, n.NodeName, nodeIPs...); err != nil {
 		t.Fatal(err)
 	}
 	cniDir := bed.CNIBinDirForTest(t)
-	bedOpts := bed.Options{Name: opts.Name, CNIBinDir: cniDir, PodCIDRv4: p}
+	bedOpts := bed.Options{Name: opts.Name, CNIBinDir: cniDir, PodCIDRv4: v4, PodCIDRv6: v6}
 	if !opts.NoEnforcement {
 		binDir := bins.Dir(t)
 		// A short directory: the daemon's socket path must fit in sun_path.

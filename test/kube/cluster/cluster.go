@@ -50,9 +50,16 @@ type Options struct {
 	// EtcdPath is the etcd binary; default etcd on PATH (Debian's
 	// etcd-server package).
 	EtcdPath string
-	// ServiceCIDR is --service-cluster-ip-range; default DefaultServiceCIDR.
-	// It gets a host blackhole route: use it for one cluster at a time.
+	// ServiceCIDR is --service-cluster-ip-range, the primary Service range
+	// (IPv4 /12../28 or IPv6 /108../124); default DefaultServiceCIDR. It
+	// gets a host blackhole route: use it for one cluster at a time.
 	ServiceCIDR netip.Prefix
+	// SecondaryServiceCIDR, when set, makes the cluster dual-stack: the
+	// second range of --service-cluster-ip-range, of the other family than
+	// ServiceCIDR (same sizes). It gets a host blackhole route too.
+	SecondaryServiceCIDR netip.Prefix
+	// Proxy, when set, makes Start also start kube-proxy (see StartProxy).
+	Proxy *ProxyOptions
 	// Dir, when set, holds the cluster's files (it is created if missing and
 	// left in place by Stop, except etcd's data); default a temporary
 	// directory that Stop removes.
@@ -72,12 +79,26 @@ type Cluster struct {
 	kubeconfig string
 	restConfig *rest.Config
 	client     kubernetes.Interface
-	route      *blackhole
+	routes     []*blackhole
+	// proxyToken authenticates kube-proxy as system:kube-proxy (bound to
+	// the default system:node-proxier role).
+	proxyToken string
 
 	etcd, apiServer, controllerManager *process
 
 	mu      sync.Mutex // serializes Stop, StopAPIServer, StartAPIServer
 	stopped bool
+
+	proxyMu       sync.Mutex // guards proxy and proxyStarting; never held with mu
+	proxy         *Proxy
+	proxyStarting bool
+}
+
+// isStopped reports whether Stop was called.
+func (c *Cluster) isStopped() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stopped
 }
 
 // DefaultBinDir returns ~/.cache/podwall/k8s-<KubeVersion>, where
@@ -160,12 +181,19 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("start cluster: needs root (host blackhole route for the service range %s)", opts.ServiceCIDR)
 	}
-	ctx, cancel := withDefaultTimeout(ctx, DefaultStartTimeout)
+	setUpCtx, cancel := withDefaultTimeout(ctx, DefaultStartTimeout)
 	defer cancel()
 
 	c := &Cluster{opts: opts}
-	if err := c.setUp(ctx, bins); err != nil {
+	if err := c.setUp(setUpCtx, bins); err != nil {
 		return nil, errors.Join(fmt.Errorf("start cluster: %w", err), c.Stop())
+	}
+	if opts.Proxy != nil {
+		// The caller's context: StartProxy may wait long for the host-wide
+		// kube-proxy lock, and bounds the rest itself.
+		if _, err := c.StartProxy(ctx, *opts.Proxy); err != nil {
+			return nil, errors.Join(fmt.Errorf("start cluster: %w", err), c.Stop())
+		}
 	}
 	return c, nil
 }
@@ -174,12 +202,53 @@ func validateOptions(o *Options) error {
 	if !o.ServiceCIDR.IsValid() {
 		o.ServiceCIDR = DefaultServiceCIDR
 	}
-	p := o.ServiceCIDR
-	if !p.Addr().Is4() || p.Bits() < 12 || p.Bits() > 28 {
-		return fmt.Errorf("service range %s: want an IPv4 prefix between /12 and /28", p)
+	p, err := validServiceCIDR(o.ServiceCIDR)
+	if err != nil {
+		return err
 	}
-	o.ServiceCIDR = p.Masked()
+	o.ServiceCIDR = p
+	if o.SecondaryServiceCIDR.IsValid() {
+		s, err := validServiceCIDR(o.SecondaryServiceCIDR)
+		if err != nil {
+			return fmt.Errorf("secondary %w", err)
+		}
+		if s.Addr().Is4() == p.Addr().Is4() {
+			return fmt.Errorf("service ranges %s and %s: want one IPv4 and one IPv6 range", p, s)
+		}
+		o.SecondaryServiceCIDR = s
+	}
+	if o.Proxy != nil {
+		if err := o.Proxy.validate(); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// validServiceCIDR checks a Service range's size and returns it masked.
+func validServiceCIDR(p netip.Prefix) (netip.Prefix, error) {
+	switch {
+	case p.Addr().Is4():
+		if p.Bits() < 12 || p.Bits() > 28 {
+			return netip.Prefix{}, fmt.Errorf("service range %s: want an IPv4 prefix between /12 and /28", p)
+		}
+	case p.Addr().Is4In6():
+		return netip.Prefix{}, fmt.Errorf("service range %s: want an IPv4 or IPv6 prefix, not an IPv4-mapped one", p)
+	default:
+		if p.Bits() < 108 || p.Bits() > 124 {
+			return netip.Prefix{}, fmt.Errorf("service range %s: want an IPv6 prefix between /108 and /124", p)
+		}
+	}
+	return p.Masked(), nil
+}
+
+// serviceCIDRs returns the Service ranges, primary first.
+func (o *Options) serviceCIDRs() []netip.Prefix {
+	out := []netip.Prefix{o.ServiceCIDR}
+	if o.SecondaryServiceCIDR.IsValid() {
+		out = append(out, o.SecondaryServiceCIDR)
+	}
+	return out
 }
 
 func withDefaultTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
@@ -190,11 +259,15 @@ func withDefaultTimeout(ctx context.Context, d time.Duration) (context.Context, 
 }
 
 func (c *Cluster) setUp(ctx context.Context, bins Binaries) error {
-	route, err := addBlackhole(c.opts.ServiceCIDR)
-	if err != nil {
-		return err
+	var ranges []string
+	for _, p := range c.opts.serviceCIDRs() {
+		route, err := addBlackhole(p)
+		if err != nil {
+			return err
+		}
+		c.routes = append(c.routes, route)
+		ranges = append(ranges, p.String())
 	}
-	c.route = route
 
 	if c.opts.Dir != "" {
 		if err := os.MkdirAll(c.opts.Dir, 0o700); err != nil {
@@ -215,16 +288,25 @@ func (c *Cluster) setUp(ctx context.Context, bins Binaries) error {
 	}
 	// The kubernetes Service takes the range's first address.
 	serviceIP := c.opts.ServiceCIDR.Addr().Next()
+	var err error
 	c.pki, err = writePKI(c.dir, net.IP(serviceIP.AsSlice()))
 	if err != nil {
 		return err
 	}
 	c.adminToken = randomHex(24)
+	c.proxyToken = randomHex(24)
 	tokens := filepath.Join(c.dir, "tokens.csv")
 	// token,user,uid,"group1,group2"
-	line := fmt.Sprintf("%s,podwall-admin,podwall-admin,\"system:masters\"\n", c.adminToken)
-	if err := os.WriteFile(tokens, []byte(line), 0o600); err != nil {
+	lines := fmt.Sprintf("%s,podwall-admin,podwall-admin,\"system:masters\"\n", c.adminToken) +
+		fmt.Sprintf("%s,system:kube-proxy,system:kube-proxy\n", c.proxyToken)
+	if err := os.WriteFile(tokens, []byte(lines), 0o600); err != nil {
 		return err
+	}
+	// The API server's address must be of the primary Service family (it
+	// is the kubernetes Service's endpoint); clients use 127.0.0.1 anyway.
+	advertise := "127.0.0.1"
+	if c.opts.ServiceCIDR.Addr().Is6() {
+		advertise = "::1"
 	}
 
 	ports, err := freePorts(3)
@@ -260,7 +342,7 @@ func (c *Cluster) setUp(ctx context.Context, bins Binaries) error {
 		args: []string{
 			"--etcd-servers=" + etcdURL,
 			"--bind-address=127.0.0.1",
-			"--advertise-address=127.0.0.1",
+			"--advertise-address=" + advertise,
 			"--secure-port=" + strconv.Itoa(apiPort),
 			"--cert-dir=" + filepath.Join(c.dir, "certs"),
 			"--tls-cert-file=" + c.pki.ServingCert,
@@ -270,7 +352,7 @@ func (c *Cluster) setUp(ctx context.Context, bins Binaries) error {
 			"--service-account-issuer=" + ServiceAccountIssuer,
 			"--service-account-key-file=" + c.pki.SAPub,
 			"--service-account-signing-key-file=" + c.pki.SAKey,
-			"--service-cluster-ip-range=" + c.opts.ServiceCIDR.String(),
+			"--service-cluster-ip-range=" + strings.Join(ranges, ","),
 			"--profiling=false",
 			"--shutdown-watch-termination-grace-period=2s",
 			"--v=1",
@@ -425,8 +507,12 @@ func (c *Cluster) Client() kubernetes.Interface { return c.client }
 // URL returns the API server's URL, https://127.0.0.1:<port>.
 func (c *Cluster) URL() string { return c.apiURL }
 
-// ServiceCIDR returns the Service range.
+// ServiceCIDR returns the (primary) Service range.
 func (c *Cluster) ServiceCIDR() netip.Prefix { return c.opts.ServiceCIDR }
+
+// ServiceCIDRs returns the Service ranges, primary first: one, or one per
+// family on a dual-stack cluster.
+func (c *Cluster) ServiceCIDRs() []netip.Prefix { return c.opts.serviceCIDRs() }
 
 // Dir returns the directory holding the cluster's files and logs
 // (etcd.log, kube-apiserver.log, kube-controller-manager.log).
@@ -435,8 +521,8 @@ func (c *Cluster) Dir() string { return c.dir }
 // CACertFile returns the path of the cluster's root CA certificate (PEM).
 func (c *Cluster) CACertFile() string { return c.pki.CACert }
 
-// LogTail returns the last n lines of the log of "etcd", "kube-apiserver" or
-// "kube-controller-manager".
+// LogTail returns the last n lines of the log of "etcd", "kube-apiserver",
+// "kube-controller-manager" or "kube-proxy".
 func (c *Cluster) LogTail(component string, n int) string {
 	for _, p := range c.processes() {
 		if p.name == component {
@@ -448,7 +534,7 @@ func (c *Cluster) LogTail(component string, n int) string {
 
 func (c *Cluster) processes() []*process {
 	var out []*process
-	for _, p := range []*process{c.etcd, c.apiServer, c.controllerManager} {
+	for _, p := range []*process{c.etcd, c.apiServer, c.controllerManager, c.proxyProcess()} {
 		if p != nil {
 			out = append(out, p)
 		}
@@ -487,25 +573,32 @@ func (c *Cluster) StartAPIServer(ctx context.Context) error {
 	return nil
 }
 
-// Stop stops the controller manager, the API server and etcd, removes the
-// Service range's blackhole route and the cluster's temporary directory (or,
-// with Options.Dir, etcd's data in it). It goes on past failures, returns
-// them joined, and is safe to call twice.
+// Stop stops kube-proxy (removing its rules: see StopProxy), the
+// controller manager, the API server and etcd, removes the Service ranges'
+// blackhole routes and the cluster's temporary directory (or, with
+// Options.Dir, etcd's data in it). It goes on past failures, returns them
+// joined, and is safe to call twice.
 func (c *Cluster) Stop() error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.stopped {
+		c.mu.Unlock()
 		return nil
 	}
 	c.stopped = true
+	c.mu.Unlock()
+	// Not under mu: StartProxy, which may be waiting for the host-wide
+	// lock, checks stopped under it.
 	var errs []error
+	errs = append(errs, c.StopProxy())
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	for _, p := range []*process{c.controllerManager, c.apiServer, c.etcd} {
 		if p != nil {
 			errs = append(errs, p.stop())
 		}
 	}
-	if c.route != nil {
-		errs = append(errs, c.route.remove())
+	for _, r := range c.routes {
+		errs = append(errs, r.remove())
 	}
 	if c.dir != "" {
 		target := c.dir

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -28,21 +29,36 @@ import (
 var testServiceCIDR = netip.MustParsePrefix("10.212.144.0/20")
 
 func TestValidateOptions(t *testing.T) {
+	pfx := netip.MustParsePrefix
 	tests := []struct {
-		name    string
-		in      netip.Prefix
-		want    netip.Prefix
-		wantErr string
+		name          string
+		in, secondary netip.Prefix
+		proxy         *ProxyOptions
+		want          []netip.Prefix
+		wantErr       string
 	}{
-		{name: "default", want: DefaultServiceCIDR},
-		{name: "masked", in: netip.MustParsePrefix("10.212.150.7/20"), want: netip.MustParsePrefix("10.212.144.0/20")},
-		{name: "too small", in: netip.MustParsePrefix("10.212.144.0/29"), wantErr: "between /12 and /28"},
-		{name: "too large", in: netip.MustParsePrefix("10.0.0.0/8"), wantErr: "between /12 and /28"},
-		{name: "ipv6", in: netip.MustParsePrefix("fd00:212::/112"), wantErr: "IPv4"},
+		{name: "default", want: []netip.Prefix{DefaultServiceCIDR}},
+		{name: "masked", in: pfx("10.212.150.7/20"), want: []netip.Prefix{pfx("10.212.144.0/20")}},
+		{name: "too small", in: pfx("10.212.144.0/29"), wantErr: "between /12 and /28"},
+		{name: "too large", in: pfx("10.0.0.0/8"), wantErr: "between /12 and /28"},
+		{name: "ipv6", in: pfx("fd00:213:0:9000::7/112"), want: []netip.Prefix{pfx("fd00:213:0:9000::/112")}},
+		{name: "ipv6 too large", in: pfx("fd00:213::/64"), wantErr: "between /108 and /124"},
+		{name: "ipv4-mapped", in: pfx("::ffff:10.212.0.0/116"), wantErr: "IPv4-mapped"},
+		{name: "dual-stack", in: pfx("10.212.144.0/20"), secondary: pfx("fd00:213:0:9000::/112"),
+			want: []netip.Prefix{pfx("10.212.144.0/20"), pfx("fd00:213:0:9000::/112")}},
+		{name: "dual-stack ipv6 primary", in: pfx("fd00:213:0:9000::/112"), secondary: pfx("10.212.144.0/20"),
+			want: []netip.Prefix{pfx("fd00:213:0:9000::/112"), pfx("10.212.144.0/20")}},
+		{name: "two ipv4 ranges", in: pfx("10.212.144.0/20"), secondary: pfx("10.212.160.0/20"), wantErr: "one IPv4 and one IPv6"},
+		{name: "bad secondary", in: pfx("10.212.144.0/20"), secondary: pfx("fd00:213::/64"), wantErr: "secondary service range"},
+		{name: "proxy without node", proxy: &ProxyOptions{}, wantErr: "no node name"},
+		{name: "proxy with two ipv4 pod ranges", proxy: &ProxyOptions{NodeName: "n",
+			ClusterCIDRs: []netip.Prefix{pfx("10.212.2.0/24"), pfx("10.212.3.0/24")}}, wantErr: "one per family"},
+		{name: "proxy", proxy: &ProxyOptions{NodeName: "n", ClusterCIDRs: []netip.Prefix{pfx("10.212.2.0/24"), pfx("fd00:213:0:100::/80")}},
+			want: []netip.Prefix{DefaultServiceCIDR}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			o := Options{ServiceCIDR: tt.in}
+			o := Options{ServiceCIDR: tt.in, SecondaryServiceCIDR: tt.secondary, Proxy: tt.proxy}
 			err := validateOptions(&o)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
@@ -50,8 +66,8 @@ func TestValidateOptions(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || o.ServiceCIDR != tt.want {
-				t.Fatalf("got %s, %v; want %s", o.ServiceCIDR, err, tt.want)
+			if got := o.serviceCIDRs(); err != nil || !slices.Equal(got, tt.want) {
+				t.Fatalf("got %v, %v; want %v", got, err, tt.want)
 			}
 		})
 	}
@@ -294,7 +310,11 @@ func TestStartFailureCleansUp(t *testing.T) {
 
 func hasBlackhole(t *testing.T, p netip.Prefix) bool {
 	t.Helper()
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, blackholeRoute(p), netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
+	family := netlink.FAMILY_V4
+	if p.Addr().Is6() {
+		family = netlink.FAMILY_V6
+	}
+	routes, err := netlink.RouteListFiltered(family, blackholeRoute(p), netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
 	if err != nil {
 		t.Fatal(err)
 	}

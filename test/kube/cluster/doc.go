@@ -6,8 +6,17 @@
 // with RBAC, and serves certificates from a CA generated per cluster. The
 // controller manager runs only the controllers a node's view of pods needs:
 // service accounts and their tokens, EndpointSlices and namespace deletion.
-// The Service range gets a host blackhole route, so test traffic to a
-// ClusterIP never leaves the machine.
+// The Service range (IPv4, IPv6, or one of each for a dual-stack cluster)
+// gets a host blackhole route, so test traffic to a ClusterIP never leaves
+// the machine.
+//
+// On request (Options.Proxy, StartProxy) the cluster also runs the real
+// kube-proxy of the same release in iptables mode in the host netns, which
+// programs the ClusterIPs for traffic from pod veths. Its rules are
+// host-wide, so one kube-proxy runs on the machine at a time: StartProxy
+// takes a host-wide lock (ProxyLockPath), and StopProxy runs
+// `kube-proxy --cleanup` before releasing it. Proxy.WaitService waits until
+// a Service's ClusterIPs lead to given endpoints.
 //
 // Start needs root only for that route. The package plays no kubelet (see
 // package kubelet) and must not import podwall's own packages: it exercises

@@ -15,8 +15,28 @@ import (
 // needs it for EndpointSlices of pods on that node, kube-proxy to program
 // anything. No node lifecycle controller runs, so it stays Ready.
 func (c *Cluster) CreateNode(ctx context.Context, name string, internalIP netip.Addr) error {
-	if !internalIP.IsValid() {
+	return c.CreateNodeWithIPs(ctx, name, internalIP)
+}
+
+// CreateNodeWithIPs is CreateNode for a node with several InternalIP
+// addresses, at most one per family (a dual-stack node), the first one
+// primary.
+func (c *Cluster) CreateNodeWithIPs(ctx context.Context, name string, internalIPs ...netip.Addr) error {
+	if len(internalIPs) == 0 {
 		return fmt.Errorf("create node %q: no internal IP", name)
+	}
+	var addresses []corev1.NodeAddress
+	seen := map[bool]bool{} // by Is4
+	for _, ip := range internalIPs {
+		if !ip.IsValid() {
+			return fmt.Errorf("create node %q: no internal IP", name)
+		}
+		ip = ip.Unmap()
+		if seen[ip.Is4()] {
+			return fmt.Errorf("create node %q: internal IPs %v: at most one per family", name, internalIPs)
+		}
+		seen[ip.Is4()] = true
+		addresses = append(addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: ip.String()})
 	}
 	now := metav1.Now()
 	node := &corev1.Node{
@@ -38,10 +58,7 @@ func (c *Cluster) CreateNode(ctx context.Context, name string, internalIP netip.
 				LastHeartbeatTime:  now,
 				LastTransitionTime: now,
 			}},
-			Addresses: []corev1.NodeAddress{
-				{Type: corev1.NodeInternalIP, Address: internalIP.Unmap().String()},
-				{Type: corev1.NodeHostName, Address: name},
-			},
+			Addresses: append(addresses, corev1.NodeAddress{Type: corev1.NodeHostName, Address: name}),
 			NodeInfo: corev1.NodeSystemInfo{
 				KubeletVersion:          KubeVersion,
 				OperatingSystem:         "linux",

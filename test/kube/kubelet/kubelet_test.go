@@ -322,3 +322,81 @@ func waitEndpoints(ctx context.Context, c *cluster.Cluster, namespace, name stri
 	}
 	return got, nil
 }
+
+// TestKubeletDualStack runs a pod on a dual-stack bed of a dual-stack
+// cluster: its status lists both addresses (IPv4 first, as the CNI result
+// does) and both of the node's, and a dual-stack Service gets an
+// EndpointSlice per family with the pod's address of that family.
+func TestKubeletDualStack(t *testing.T) {
+	v4, v6 := netip.MustParsePrefix("10.212.4.0/24"), netip.MustParsePrefix("fd00:213:0:101::/80")
+	c := cluster.StartForTest(t, cluster.Options{
+		ServiceCIDR:          netip.MustParsePrefix("10.212.176.0/20"),
+		SecondaryServiceCIDR: netip.MustParsePrefix("fd00:213:0:9002::/112"),
+	})
+	b := bed.NewForTest(t, bed.Options{Name: "kbd", CNIBinDir: bed.CNIBinDirForTest(t), PodCIDRv4: v4, PodCIDRv6: v6})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	const node = "kbd-node"
+	nodeIPs := []netip.Addr{v4.Addr().Next(), v6.Addr().Next()}
+	if err := c.CreateNodeWithIPs(ctx, node, nodeIPs...); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateNamespace(ctx, "web", nil); err != nil {
+		t.Fatal(err)
+	}
+	k := kubelet.New(c.Client(), b, node)
+	t.Cleanup(func() {
+		if err := k.Close(context.Background()); err != nil {
+			t.Errorf("close kubelet: %v", err)
+		}
+	})
+	server, err := k.RunPod(ctx, webPod("server", corev1.ContainerPort{Name: "http", ContainerPort: 8080}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v4.Contains(server.IPv4()) || !v6.Contains(server.IPv6()) {
+		t.Fatalf("pod addresses %v, want one in %s and one in %s", server.IPs, v4, v6)
+	}
+
+	pod, err := c.Client().CoreV1().Pods("web").Get(ctx, "server", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var podIPs, hostIPs []string
+	for _, ip := range pod.Status.PodIPs {
+		podIPs = append(podIPs, ip.IP)
+	}
+	for _, ip := range pod.Status.HostIPs {
+		hostIPs = append(hostIPs, ip.IP)
+	}
+	if want := []string{server.IPv4().String(), server.IPv6().String()}; !slices.Equal(podIPs, want) || pod.Status.PodIP != want[0] {
+		t.Errorf("podIP %q podIPs %v, want %v", pod.Status.PodIP, podIPs, want)
+	}
+	if want := []string{nodeIPs[0].String(), nodeIPs[1].String()}; !slices.Equal(hostIPs, want) {
+		t.Errorf("hostIPs %v, want %v", hostIPs, want)
+	}
+
+	dual := corev1.IPFamilyPolicyRequireDualStack
+	if _, err := c.Client().CoreV1().Services("web").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "server"},
+		Spec: corev1.ServiceSpec{
+			Selector:       map[string]string{"app": "server"},
+			IPFamilyPolicy: &dual,
+			Ports:          []corev1.ServicePort{{Name: "web", Port: 80, TargetPort: intstr.FromString("http")}},
+		},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := waitEndpoints(ctx, c, "web", "server", func(eps []endpoint) bool { return len(eps) >= 2 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []endpoint{
+		{ip: server.IPv4().String(), port: 8080, ready: true, node: node},
+		{ip: server.IPv6().String(), port: 8080, ready: true, node: node},
+	}
+	slices.SortFunc(got, func(a, b endpoint) int { return strings.Compare(a.ip, b.ip) })
+	if !slices.Equal(got, want) {
+		t.Errorf("endpoints %v, want %v", got, want)
+	}
+}
