@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"reflect"
 	"slices"
 	"sort"
 	gosync "sync"
@@ -664,7 +663,7 @@ func nodeAddrs(a *attachment, host []netip.Addr) []netip.Addr {
 
 func (s *Syncer) applyIfChanged(ctx context.Context, a *attachment, fw *policy.Firewall, gen uint64, host hostAddrs) (bool, error) {
 	a.mu.Lock()
-	same := a.applied != nil && a.lastErr == nil && reflect.DeepEqual(a.applied, fw)
+	same := a.applied != nil && a.lastErr == nil && a.applied.Equal(fw)
 	if same && host.err == nil {
 		same = slices.Equal(nodeAddrs(a, host.addrs), a.nodeAddr)
 	}
