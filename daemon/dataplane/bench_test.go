@@ -7,9 +7,10 @@ import (
 )
 
 // BenchmarkApply measures one Apply in a real netns: a structure change (a
-// new generation: ipset restore, one iptables-nft-restore per family, set
-// destruction), a change of set members only (one ipset swap), and an
-// unchanged spec.
+// new generation: sets created over netlink, iptables-nft-restore for the
+// families whose rules change, old sets destroyed), a change of set members
+// only (netlink messages for the members that change), and an unchanged
+// spec.
 func BenchmarkApply(b *testing.B) {
 	bed := newTestbed(b, false)
 	both := renderCases[3].spec // "both": two chains per family, three sets

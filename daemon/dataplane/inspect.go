@@ -8,8 +8,8 @@ import (
 	"strings"
 )
 
-// observed is the podwall part of a netns as iptables-save and ipset save
-// print it.
+// observed is the podwall part of a netns as iptables-save prints it and the
+// kernel lists its ipsets.
 type observed struct {
 	tables [2]table
 	sets   map[string]*observedSet // podwall sets by name
@@ -18,8 +18,8 @@ type observed struct {
 // observedSet is one podwall set found in a netns.
 type observedSet struct {
 	Set
-	typ    string   // from the create line, e.g. hash:net
-	extras []string // add lines with options podwall never writes
+	typ    string   // e.g. hash:net
+	extras []string // members with options podwall never sets, e.g. "10.9.0.0/16 nomatch"
 }
 
 // ruleset returns what is in force as a Ruleset: rules in canonical form,
@@ -194,56 +194,6 @@ func matchSets(rule string) []string {
 	return names
 }
 
-// parseIPSetSave extracts the podwall sets from "ipset save" output.
-func parseIPSetSave(out string) (map[string]*observedSet, error) {
-	sets := map[string]*observedSet{}
-	for line := range strings.Lines(out) {
-		words := strings.Fields(line)
-		if len(words) < 3 || !isPodwallSet(words[1]) {
-			continue
-		}
-		name := words[1]
-		switch words[0] {
-		case "create":
-			s := &observedSet{Set: Set{Name: name}, typ: words[2]}
-			for i := 3; i+1 < len(words); i++ {
-				if words[i] == "family" {
-					s.Family = words[i+1]
-				}
-			}
-			sets[name] = s
-		case "add":
-			s, ok := sets[name]
-			if !ok {
-				return nil, fmt.Errorf("ipset save: member of undeclared set %s", name)
-			}
-			p, err := parseMember(words[2])
-			if err != nil || len(words) > 3 {
-				s.extras = append(s.extras, strings.Join(words[2:], " "))
-				continue
-			}
-			s.Members = append(s.Members, p)
-		}
-	}
-	for _, s := range sets {
-		slices.SortFunc(s.Members, comparePrefix)
-	}
-	return sets, nil
-}
-
-// parseMember parses a hash:net member: a prefix, or an address standing for
-// its host prefix.
-func parseMember(s string) (netip.Prefix, error) {
-	if strings.Contains(s, "/") {
-		return netip.ParsePrefix(s)
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	return netip.PrefixFrom(a, a.BitLen()), nil
-}
-
 // diff describes how what is in force differs from want, one line per
 // difference; nil when they are the same.
 func diff(want *rendered, got *observed) []string {
@@ -314,10 +264,15 @@ func lineDiff(a, b []string) []string {
 // prefixDiff returns the prefixes of sorted a that are not in sorted b.
 func prefixDiff(a, b []netip.Prefix) []netip.Prefix {
 	var out []netip.Prefix
+	j := 0
 	for _, p := range a {
-		if _, ok := slices.BinarySearchFunc(b, p, comparePrefix); !ok {
-			out = append(out, p)
+		for j < len(b) && comparePrefix(b[j], p) < 0 {
+			j++
 		}
+		if j < len(b) && b[j] == p {
+			continue
+		}
+		out = append(out, p)
 	}
 	return out
 }

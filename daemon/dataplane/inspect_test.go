@@ -68,32 +68,6 @@ func TestSplitRule(t *testing.T) {
 	}
 }
 
-func TestParseIPSetSave(t *testing.T) {
-	out := `create other hash:ip family inet hashsize 1024 maxelem 65536
-add other 1.1.1.1
-create pw4-0-g3 hash:net family inet hashsize 64 maxelem 65536 bucketsize 12 initval 0x90f16d85
-add pw4-0-g3 10.201.0.2
-add pw4-0-g3 10.0.0.0/8
-add pw4-0-g3 10.9.0.0/16 nomatch
-create pw6-node-g3 hash:net family inet6 hashsize 64 maxelem 65536 bucketsize 12 initval 0xe61eb11f
-add pw6-node-g3 fd00:201::2
-`
-	sets, err := parseIPSetSave(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(sets) != 2 || sets["other"] != nil {
-		t.Fatalf("parseIPSetSave kept %d sets: %v", len(sets), sets)
-	}
-	s := sets["pw4-0-g3"]
-	if s.Family != "inet" || s.typ != "hash:net" || !slices.Equal(s.Members, prefixes("10.0.0.0/8", "10.201.0.2/32")) || !slices.Equal(s.extras, []string{"10.9.0.0/16 nomatch"}) {
-		t.Errorf("pw4-0-g3 = %+v", s)
-	}
-	if s := sets["pw6-node-g3"]; s.Family != "inet6" || !slices.Equal(s.Members, prefixes("fd00:201::2/128")) {
-		t.Errorf("pw6-node-g3 = %+v", s)
-	}
-}
-
 func TestRenderTransition(t *testing.T) {
 	want := render(renderCases[3].spec, 5).tables[familyV4] // "both"
 	ingressOnly := render(renderCases[1].spec, 5).tables[familyV4]

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -49,23 +48,25 @@ func (e *DriftError) Error() string {
 	return fmt.Sprintf("firewall of %s in %s drifted from generation %d: %s%s", e.Pod, e.Netns, e.Generation, strings.Join(d, "; "), more)
 }
 
-// binaries are the absolute paths of the commands the Manager runs.
+// binaries are the absolute paths of the commands the Manager runs. Sets
+// need none: they are made over netlink (ipsetnl.go).
 type binaries struct {
 	restore [2]string // iptables-nft-restore, ip6tables-nft-restore
 	save    [2]string // iptables-nft-save, ip6tables-nft-save
-	ipset   string
 }
 
 // Manager applies firewalls to pod netns. It remembers, per netns path, the
 // generation and the firewall it last applied there, so that an unchanged
-// spec costs no command and a change of set members only an ipset swap.
+// spec costs nothing and a change of set members only netlink messages.
 // Without that memory (a new Manager, after Forget, after an error or a
 // drift) it inspects the netns first and adopts what it finds. It is safe
 // for concurrent use; operations on the same netns are serialised.
 type Manager struct {
 	bins binaries
-	// execs counts the commands run, for tests.
-	execs atomic.Int64
+	// execs counts the commands run and netlinkOps the ipset commands sent
+	// over netlink, for tests.
+	execs      atomic.Int64
+	netlinkOps atomic.Int64
 
 	mu    sync.Mutex
 	netns map[string]*netnsState
@@ -95,8 +96,8 @@ func (s *netnsState) remember(id netnsID, gen uint32, applied *rendered, stale [
 // netns mounted at a path the Manager remembers is not mistaken for the old.
 type netnsID struct{ dev, ino uint64 }
 
-// NewManager finds iptables-nft-restore, ip6tables-nft-restore, their save
-// counterparts and ipset, in PATH or the usual sbin directories.
+// NewManager finds iptables-nft-restore, ip6tables-nft-restore and their
+// save counterparts, in PATH or the usual sbin directories.
 func NewManager() (*Manager, error) {
 	var missing []string
 	find := func(name string) string {
@@ -109,7 +110,6 @@ func NewManager() (*Manager, error) {
 	m := &Manager{netns: map[string]*netnsState{}}
 	m.bins.restore = [2]string{find("iptables-nft-restore"), find("ip6tables-nft-restore")}
 	m.bins.save = [2]string{find("iptables-nft-save"), find("ip6tables-nft-save")}
-	m.bins.ipset = find("ipset")
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("dataplane needs %s: not found in PATH, /usr/sbin or /sbin", strings.Join(missing, ", "))
 	}
@@ -163,11 +163,11 @@ func (m *Manager) Forget(netnsPath string) {
 }
 
 // Apply makes the firewall of the netns at netnsPath what spec renders to.
-// It never leaves the pod with less than the old or the new firewall: set
-// members change by ipset swap; any other change writes a new generation of
-// sets, switches the rules to it in one iptables-nft-restore transaction per
-// family and only then destroys the old sets. An unchanged spec runs no
-// command.
+// It never lets through what neither the old nor the new firewall allows:
+// set members change in place over netlink, removals before additions (no
+// command runs); any other change writes a new generation of sets, switches
+// the rules to it in one iptables-nft-restore transaction per family and
+// only then destroys the old sets. An unchanged spec changes nothing.
 func (m *Manager) Apply(ctx context.Context, netnsPath string, spec Spec) error {
 	if err := validateSpec(spec); err != nil {
 		return fmt.Errorf("apply firewall for %s: %w", spec.Pod, err)
@@ -211,7 +211,7 @@ func (m *Manager) apply(x *executor, s *netnsState, spec Spec) error {
 			return x.destroyStale(s)
 		}
 		if want.sameStructure(s.applied) {
-			return x.swapMembers(s, want)
+			return x.changeMembers(s, want)
 		}
 		cur = s.applied.tables
 		for _, set := range s.applied.sets {
@@ -379,14 +379,16 @@ func statNetns(path string) (netnsID, error) {
 }
 
 // inNetns runs fn on a thread in the netns at path, with an executor whose
-// commands inherit that netns.
+// commands and netlink sockets belong to that netns.
 func (m *Manager) inNetns(ctx context.Context, path string, fn func(*executor) error) error {
 	err := ns.WithNetNSPath(path, func(ns.NetNS) error {
 		var st unix.Stat_t
 		if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
 			return fmt.Errorf("stat own netns: %w", err)
 		}
-		return fn(&executor{ctx: ctx, m: m, id: netnsID{dev: st.Dev, ino: st.Ino}})
+		x := &executor{ctx: ctx, m: m, id: netnsID{dev: st.Dev, ino: st.Ino}}
+		defer x.close()
+		return fn(x)
 	})
 	var notExist ns.NSPathNotExistErr
 	var notNS ns.NSPathNotNSErr
@@ -396,30 +398,111 @@ func (m *Manager) inNetns(ctx context.Context, path string, fn func(*executor) e
 	return err
 }
 
-// executor runs commands in a netns; it lives on the locked thread of one
-// inNetns call.
+// executor runs commands in a netns and talks netlink there; it lives on
+// the locked thread of one inNetns call.
 type executor struct {
-	ctx context.Context
-	m   *Manager
-	id  netnsID
+	ctx  context.Context
+	m    *Manager
+	id   netnsID
+	conn *ipsetConn // opened on first use
+}
+
+func (x *executor) close() {
+	if x.conn != nil {
+		x.conn.close()
+	}
+}
+
+// ipset runs ops over netlink in the netns and returns the failures.
+func (x *executor) ipset(ops []ipsetOp) ([]*ipsetError, error) {
+	if len(ops) == 0 {
+		return nil, nil
+	}
+	if err := x.ctx.Err(); err != nil {
+		return nil, err
+	}
+	c, err := x.ipsetConn()
+	if err != nil {
+		return nil, err
+	}
+	x.m.netlinkOps.Add(int64(len(ops)))
+	return c.run(ops)
+}
+
+// ipsetConn returns the executor's ipset netlink connection, opening it in
+// the netns on first use.
+func (x *executor) ipsetConn() (*ipsetConn, error) {
+	if x.conn == nil {
+		c, err := openIPSet()
+		if err != nil {
+			return nil, err
+		}
+		x.conn = c
+	}
+	return x.conn, nil
+}
+
+// listSets returns the podwall sets in the netns.
+func (x *executor) listSets() (map[string]*observedSet, error) {
+	c, err := x.ipsetConn()
+	if err != nil {
+		return nil, err
+	}
+	return c.list()
+}
+
+// ipsetAll runs ops and fails on the first failure, ignoring the ones
+// ignore accepts.
+func (x *executor) ipsetAll(ops []ipsetOp, ignore func(*ipsetError) bool) error {
+	failures, err := x.ipset(ops)
+	for _, f := range failures {
+		if ignore == nil || !ignore(f) {
+			return errors.Join(f, err)
+		}
+	}
+	return err
 }
 
 // run runs bin with args and stdin, returning its stdout.
 func (x *executor) run(stdin, bin string, args ...string) (string, error) {
-	if err := x.ctx.Err(); err != nil {
-		return "", err
+	return x.start(stdin, bin, args...).wait()
+}
+
+// process is a command started by an executor.
+type process struct {
+	cmd            *exec.Cmd
+	stdout, stderr bytes.Buffer
+	err            error // from starting it
+}
+
+// start starts bin in the netns (the child inherits the locked thread's
+// netns); wait collects it. Starting the commands for both families before
+// waiting for either runs them at the same time.
+func (x *executor) start(stdin, bin string, args ...string) *process {
+	p := &process{}
+	if p.err = x.ctx.Err(); p.err != nil {
+		return p
 	}
 	x.m.execs.Add(1)
-	cmd := exec.CommandContext(x.ctx, bin, args...)
+	p.cmd = exec.CommandContext(x.ctx, bin, args...)
 	if stdin != "" {
-		cmd.Stdin = strings.NewReader(stdin)
+		p.cmd.Stdin = strings.NewReader(stdin)
 	}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("%s %s: %w: %s", filepath.Base(bin), strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
+	if err := p.cmd.Start(); err != nil {
+		p.err = fmt.Errorf("%s %s: %w", filepath.Base(bin), strings.Join(args, " "), err)
 	}
-	return stdout.String(), nil
+	return p
+}
+
+func (p *process) wait() (string, error) {
+	if p.err != nil {
+		return "", p.err
+	}
+	if err := p.cmd.Wait(); err != nil {
+		return "", fmt.Errorf("%s %s: %w: %s", filepath.Base(p.cmd.Path), strings.Join(p.cmd.Args[1:], " "), err, strings.TrimSpace(p.stderr.String()))
+	}
+	return p.stdout.String(), nil
 }
 
 func (x *executor) restore(f family, in string) error {
@@ -427,51 +510,59 @@ func (x *executor) restore(f family, in string) error {
 	return err
 }
 
-func (x *executor) ipsetRestore(in string) error {
-	_, err := x.run(in, x.m.bins.ipset, "-exist", "restore")
-	return err
+// restoreFamilies runs iptables-nft-restore --noflush with in[f] for each
+// family whose input is not empty, both at once, and returns each family's
+// error.
+func (x *executor) restoreFamilies(in [2]string) [2]error {
+	var procs [2]*process
+	for _, f := range families {
+		if in[f] != "" {
+			procs[f] = x.start(in[f], x.m.bins.restore[f], "--noflush")
+		}
+	}
+	var errs [2]error
+	for _, f := range families {
+		if procs[f] != nil {
+			_, errs[f] = procs[f].wait()
+		}
+	}
+	return errs
 }
 
 // inspect reads the podwall part of the netns: both filter tables and the
 // podwall sets.
 func (x *executor) inspect() (*observed, error) {
 	got := &observed{}
+	var saves [2]*process
 	for _, f := range families {
-		out, err := x.run("", x.m.bins.save[f], "-t", "filter")
+		saves[f] = x.start("", x.m.bins.save[f], "-t", "filter")
+	}
+	for _, f := range families {
+		out, err := saves[f].wait()
 		if err != nil {
+			for _, p := range saves[f+1:] {
+				p.wait()
+			}
 			return nil, err
 		}
 		if got.tables[f], err = parseSave(out); err != nil {
 			return nil, fmt.Errorf("%s: %w", filepath.Base(x.m.bins.save[f]), err)
 		}
 	}
-	out, err := x.run("", x.m.bins.ipset, "save")
+	sets, err := x.listSets()
 	if err != nil {
 		return nil, err
 	}
-	if got.sets, err = parseIPSetSave(out); err != nil {
-		return nil, err
-	}
+	got.sets = sets
 	return got, nil
 }
 
-// swapMembers replaces the members of the sets that changed, keeping rules
-// and set names.
-func (x *executor) swapMembers(s *netnsState, want *rendered) error {
-	var changed []Set
-	for i, set := range want.sets {
-		if !slices.Equal(set.Members, s.applied.sets[i].Members) {
-			changed = append(changed, set)
-		}
-	}
-	if err := x.ipsetRestoreRetryingBusy(renderSetSwap(changed)); err != nil {
-		s.forget() // some sets may be swapped: inspect next time
-		var temps []string
-		for _, set := range changed {
-			temps = append(temps, set.Name+setTempSuffix)
-		}
-		_, derr := x.destroySets(temps)
-		return errors.Join(fmt.Errorf("swap set members: %w", err), derr)
+// changeMembers changes the members of the sets that changed in place,
+// keeping rules and set names.
+func (x *executor) changeMembers(s *netnsState, want *rendered) error {
+	if err := x.ipsetAll(memberChangeOps(s.applied.sets, want.sets), nil); err != nil {
+		s.forget() // some members may have changed: inspect next time
+		return fmt.Errorf("change set members: %w", err)
 	}
 	s.applied = want
 	return x.destroyStale(s)
@@ -486,31 +577,42 @@ func (x *executor) switchGeneration(s *netnsState, want *rendered, cur [2]table,
 		newSets = append(newSets, set.Name)
 	}
 	if len(want.sets) > 0 {
-		if err := x.ipsetRestore(renderSetCreation(want.sets)); err != nil {
+		missing := func(f *ipsetError) bool { return f.op.cmd == ipsetCmdDestroy && f.errno == unix.ENOENT }
+		if err := x.ipsetAll(setCreationOps(want.sets), missing); err != nil {
 			s.forget() // the old firewall is in force; inspect next time
 			_, derr := x.destroySets(newSets)
 			return errors.Join(fmt.Errorf("create sets of generation %d: %w", want.gen, err), derr)
 		}
 	}
-	switched := false
+	// A family whose rules do not change (no set of its family, the same
+	// rules) is left alone; the others switch at the same time, each in one
+	// transaction.
+	var in [2]string
 	for _, f := range families {
-		in := renderTransition(want.tables[f], cur[f])
-		if in == "" {
-			continue
+		if want.texts[f] != cur[f].text() {
+			in[f] = renderTransition(want.tables[f], cur[f])
 		}
-		if err := x.restore(f, in); err != nil {
-			err = fmt.Errorf("switch %s rules to generation %d: %w", f, want.gen, err)
-			if switched {
-				// One family runs the new generation, this one the old:
-				// both are complete firewalls. Inspect and converge next time.
-				s.forget()
-				return err
-			}
-			s.forget() // the old firewall is in force; inspect next time
-			_, derr := x.destroySets(newSets)
-			return errors.Join(err, derr)
+	}
+	var errs []error
+	switched := false
+	results := x.restoreFamilies(in)
+	for _, f := range families {
+		if results[f] != nil {
+			errs = append(errs, fmt.Errorf("switch %s rules to generation %d: %w", f, want.gen, results[f]))
+		} else if in[f] != "" {
+			switched = true
 		}
-		switched = true
+	}
+	if len(errs) > 0 {
+		s.forget() // inspect next time
+		if switched {
+			// One family runs the new generation, the other the old: both
+			// are complete firewalls. Converge next time.
+			return errors.Join(errs...)
+		}
+		// The old firewall is in force.
+		_, derr := x.destroySets(newSets)
+		return errors.Join(append(errs, derr)...)
 	}
 	var old []string
 	for _, name := range curSets {
@@ -537,77 +639,47 @@ func (x *executor) destroyStale(s *netnsState) error {
 
 // destroySets destroys the named sets, missing ones included. The kernel
 // may release a set a moment after the rules using it are gone, so sets
-// still in use are retried for a short while (ipsetRestoreRetryingBusy). It
-// returns the sets it could not destroy (on failure, every set named: the
-// ones already gone are no error when destroyed again).
+// still in use are retried for a short while (setBusyWaits). It returns the
+// sets it could not destroy.
 func (x *executor) destroySets(names []string) ([]string, error) {
-	if len(names) == 0 {
-		return nil, nil
-	}
-	if err := x.ipsetRestoreRetryingBusy(renderSetDestruction(names)); err != nil {
-		return names, err
-	}
-	return nil, nil
-}
-
-// setBusyWaits are the pauses before each retry of an ipset command the
-// kernel refused because a set is still referenced: after
-// iptables-nft-restore replaced the rules using a set, the kernel drops
-// their references only after an RCU grace period.
-var setBusyWaits = []time.Duration{5 * time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond, 150 * time.Millisecond}
-
-// ipsetRestoreRetryingBusy runs "ipset -exist restore" with in. When a line
-// fails because a set is busy (EBUSY, "Device or resource busy", or "in use
-// by a kernel component"), it waits and runs the input again from that
-// line: ipset restore stops at the first failing line, so the lines before
-// it took effect and must not run twice (a swap would swap back). Any other
-// error is returned at once.
-func (x *executor) ipsetRestoreRetryingBusy(in string) error {
-	err := x.ipsetRestore(in)
-	for _, wait := range setBusyWaits {
-		if err == nil || !isSetBusy(err) {
-			return err
+	ops := setDestructionOps(names)
+	for attempt := 0; ; attempt++ {
+		failures, err := x.ipset(ops)
+		if err != nil {
+			return names, err
 		}
-		rest, ok := restoreInputFrom(in, err)
-		if !ok {
-			return err
+		var busy []ipsetOp
+		var errs []error
+		var left []string
+		for _, f := range failures {
+			switch {
+			case f.errno == unix.ENOENT:
+				// already gone
+			case f.busy():
+				busy = append(busy, f.op)
+				left = append(left, f.op.set)
+			default:
+				errs = append(errs, f)
+				left = append(left, f.op.set)
+			}
+		}
+		if len(errs) > 0 || len(busy) == 0 || attempt == len(setBusyWaits) {
+			if len(busy) > 0 {
+				errs = append(errs, &ipsetError{op: busy[0], errno: ipsetErrBusy})
+			}
+			return left, errors.Join(errs...)
 		}
 		select {
-		case <-time.After(wait):
+		case <-time.After(setBusyWaits[attempt]):
 		case <-x.ctx.Done():
-			return errors.Join(err, x.ctx.Err())
+			return left, x.ctx.Err()
 		}
-		in = rest
-		err = x.ipsetRestore(in)
+		ops = busy
 	}
-	return err
 }
 
-// isSetBusy reports whether an ipset command failed because the kernel
-// still holds a reference to a set.
-func isSetBusy(err error) bool {
-	msg := err.Error()
-	return strings.Contains(msg, "Device or resource busy") || // EBUSY, as ipset prints it
-		strings.Contains(msg, "in use by a kernel component") // IPSET_ERR_BUSY (destroy)
-}
-
-// restoreInputFrom returns the lines of an ipset restore input in from the
-// line its error err names ("Error in line N: ...") to the end.
-func restoreInputFrom(in string, err error) (string, bool) {
-	msg := err.Error()
-	const marker = "Error in line "
-	i := strings.LastIndex(msg, marker)
-	if i < 0 {
-		return "", false
-	}
-	digits := msg[i+len(marker):]
-	if j := strings.IndexByte(digits, ':'); j >= 0 {
-		digits = digits[:j]
-	}
-	line, convErr := strconv.Atoi(digits)
-	lines := strings.SplitAfter(in, "\n")
-	if convErr != nil || line < 1 || line > len(lines) {
-		return "", false
-	}
-	return strings.Join(lines[line-1:], ""), true
-}
+// setBusyWaits are the pauses before each retry of destroying a set the
+// kernel refused because it is still referenced: after iptables-nft-restore
+// replaced the rules using a set, the kernel drops their references only
+// after an RCU grace period.
+var setBusyWaits = []time.Duration{5 * time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond, 150 * time.Millisecond}

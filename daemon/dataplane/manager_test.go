@@ -117,7 +117,7 @@ func TestIPv6EnforcedAndNDPWorks(t *testing.T) {
 	}
 }
 
-func TestSetMembersChangeBySwap(t *testing.T) {
+func TestSetMembersChangeInPlace(t *testing.T) {
 	t.Parallel()
 	bed := newTestbed(t, true)
 	m := newManager(t)
@@ -128,11 +128,14 @@ func TestSetMembersChangeBySwap(t *testing.T) {
 		probe{"tcp", cliV4b, hostPort(srvV4, "8080"), false},
 	)
 
-	execs := m.execs.Load()
+	execs, ops := m.execs.Load(), m.netlinkOps.Load()
 	spec := ingressSpec(cliV4b + "/32")
 	mustApply(t, m, bed.srv, spec)
-	if n := m.execs.Load() - execs; n != 1 {
-		t.Errorf("a member change ran %d commands, want 1 (ipset restore)", n)
+	if n := m.execs.Load() - execs; n != 0 {
+		t.Errorf("a member change ran %d commands, want none", n)
+	}
+	if n := m.netlinkOps.Load() - ops; n != 2 {
+		t.Errorf("a member change sent %d ipset commands, want 2 (del and add)", n)
 	}
 	after := mustInspect(t, m, bed.srv)
 	if after.V4 != before.V4 || after.V6 != before.V6 || after.Generation != before.Generation {
@@ -347,8 +350,8 @@ func TestRestartAdoptsWithoutWindow(t *testing.T) {
 	// A new daemon with the same spec adopts the rules as they are.
 	m := newManager(t)
 	mustApply(t, m, bed.srv, specA)
-	if n := m.execs.Load(); n != 3 {
-		t.Errorf("adopting an identical firewall ran %d commands, want 3 (inspection only)", n)
+	if n, ops := m.execs.Load(), m.netlinkOps.Load(); n != 2 || ops != 0 {
+		t.Errorf("adopting an identical firewall ran %d commands and %d ipset commands, want 2 and 0 (inspection only)", n, ops)
 	}
 	if g := mustInspect(t, m, bed.srv).Generation; g != genA {
 		t.Errorf("adoption moved the generation from %d to %d", genA, g)

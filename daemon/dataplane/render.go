@@ -4,10 +4,12 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/podwall/podwall/daemon/policy"
 	corev1 "k8s.io/api/core/v1"
@@ -152,7 +154,19 @@ func (r *rendered) ruleset() *Ruleset {
 
 // equal reports whether r and o describe the same rules and set contents.
 func (r *rendered) equal(o *rendered) bool {
-	return r.sameStructure(o) && slices.EqualFunc(r.sets, o.sets, func(a, b Set) bool { return slices.Equal(a.Members, b.Members) })
+	return r.sameStructure(o) && slices.EqualFunc(r.sets, o.sets, func(a, b Set) bool { return sameMembers(a.Members, b.Members) })
+}
+
+// sameMembers reports whether two sorted member lists are equal; lists
+// shared with the compiler's firewalls compare by identity first.
+func sameMembers(a, b []netip.Prefix) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	if len(a) == 0 || unsafe.SliceData(a) == unsafe.SliceData(b) {
+		return true
+	}
+	return slices.Equal(a, b)
 }
 
 // sameStructure reports whether r and o have the same rules and the same sets
@@ -258,7 +272,7 @@ func renderChain(f family, dir, name, match, iface string, d *policy.Direction, 
 				nodes = append(nodes, netip.PrefixFrom(a.WithZone(""), f.bits()))
 			}
 		}
-		if name := sets.node(f, nodes); name != "" {
+		if name := sets.node(f, nodes); name != "" { // nodes is this call's own slice
 			add("-m set --match-set", name, match, "-j ACCEPT")
 		}
 	}
@@ -332,8 +346,15 @@ func addRule(add func(...string), peer []string, ports []policy.Port, comment, t
 }
 
 // familyPrefixes returns the valid prefixes of family f, masked, sorted and
-// deduplicated, with a /0 split into its two /1 halves.
+// deduplicated, with a /0 split into its two /1 halves. The result may share
+// its elements with prefixes: treat it as read-only. The compiler's peers
+// are sorted, disjoint and masked already, so for them it is a sub-slice:
+// pods selected by the same rules share one copy of their peers, however
+// large, in the compiler and here.
 func familyPrefixes(f family, prefixes []netip.Prefix) []netip.Prefix {
+	if run, ok := canonicalRun(f, prefixes); ok {
+		return run
+	}
 	var out []netip.Prefix
 	for _, p := range prefixes {
 		if !p.IsValid() || familyOf(p.Addr()) != f {
@@ -355,6 +376,39 @@ func familyPrefixes(f family, prefixes []netip.Prefix) []netip.Prefix {
 	return slices.Compact(out)
 }
 
+// canonicalRun returns the prefixes of family f when they form one run of
+// prefixes that are valid, masked, not /0 and strictly increasing, with no
+// prefix of that family outside the run.
+func canonicalRun(f family, prefixes []netip.Prefix) ([]netip.Prefix, bool) {
+	start, end := -1, -1
+	for i, p := range prefixes {
+		if !p.IsValid() {
+			return nil, false
+		}
+		if familyOf(p.Addr()) != f {
+			if start >= 0 && end < 0 {
+				end = i
+			}
+			continue
+		}
+		if end >= 0 || p.Bits() == 0 || p.Masked() != p || p.Addr().Zone() != "" {
+			return nil, false
+		}
+		if start < 0 {
+			start = i
+		} else if comparePrefix(prefixes[i-1], p) >= 0 {
+			return nil, false
+		}
+	}
+	if start < 0 {
+		return nil, true
+	}
+	if end < 0 {
+		end = len(prefixes)
+	}
+	return prefixes[start:end:end], true
+}
+
 func comparePrefix(a, b netip.Prefix) int {
 	if c := a.Addr().Compare(b.Addr()); c != 0 {
 		return c
@@ -365,14 +419,15 @@ func comparePrefix(a, b netip.Prefix) int {
 // setIndex assigns set names to distinct prefix lists, in order of first use.
 type setIndex struct {
 	gen    uint32
-	byKey  map[string]string
+	seed   maphash.Seed
+	byHash map[uint64][]string // peer sets by the hash of their members
 	byName map[string]Set
 	order  [2][]string
 	next   [2]int
 }
 
 func newSetIndex(gen uint32) *setIndex {
-	return &setIndex{gen: gen, byKey: map[string]string{}, byName: map[string]Set{}}
+	return &setIndex{gen: gen, seed: maphash.MakeSeed(), byHash: map[uint64][]string{}, byName: map[string]Set{}}
 }
 
 // peer returns the set holding members, creating it on first use; "" when
@@ -381,13 +436,15 @@ func (s *setIndex) peer(f family, members []netip.Prefix) string {
 	if len(members) == 0 {
 		return ""
 	}
-	key := prefixKey(members)
-	if name, ok := s.byKey[key]; ok {
-		return name
+	key := s.hash(members)
+	for _, name := range s.byHash[key] {
+		if sameMembers(s.byName[name].Members, members) {
+			return name
+		}
 	}
 	name := setName(f, strconv.Itoa(s.next[f]), s.gen)
 	s.next[f]++
-	s.byKey[key] = name
+	s.byHash[key] = append(s.byHash[key], name)
 	s.add(f, name, members)
 	return name
 }
@@ -419,8 +476,9 @@ func (s *setIndex) node(f family, members []netip.Prefix) string {
 	return name
 }
 
+// add records a set; members are shared, not copied.
 func (s *setIndex) add(f family, name string, members []netip.Prefix) {
-	s.byName[name] = Set{Name: name, Family: f.setFamily(), Members: slices.Clone(members)}
+	s.byName[name] = Set{Name: name, Family: f.setFamily(), Members: members}
 	s.order[f] = append(s.order[f], name)
 }
 
@@ -436,13 +494,16 @@ func (s *setIndex) sets() []Set {
 	return out
 }
 
-func prefixKey(members []netip.Prefix) string {
-	var b strings.Builder
+// hash hashes a list of prefixes (addresses and lengths).
+func (s *setIndex) hash(members []netip.Prefix) uint64 {
+	var h maphash.Hash
+	h.SetSeed(s.seed)
 	for _, p := range members {
-		b.WriteString(p.String())
-		b.WriteByte(',')
+		a := p.Addr().As16()
+		h.Write(a[:])
+		h.WriteByte(byte(p.Bits()))
 	}
-	return b.String()
+	return h.Sum64()
 }
 
 // protocolName returns iptables' name of a policy protocol.

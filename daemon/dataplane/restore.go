@@ -78,49 +78,56 @@ func renderTransition(want, cur table) string {
 	return b.String()
 }
 
-// renderSetCreation returns "ipset -exist restore" input that creates sets
-// and fills them, destroying any leftover unreferenced set of the same name
-// first (with -exist, destroying a missing set is not an error).
-func renderSetCreation(sets []Set) string {
-	var b strings.Builder
+// setCreationOps returns the ipset commands that create sets and fill
+// them, destroying first any leftover set of the same name (a destroy of a
+// missing set fails with ENOENT, which the caller ignores).
+func setCreationOps(sets []Set) []ipsetOp {
+	var ops []ipsetOp
 	for _, s := range sets {
-		writeSet(&b, s.Name, s)
+		ops = append(ops, ipsetOp{cmd: ipsetCmdDestroy, set: s.Name})
 	}
-	return b.String()
+	for _, s := range sets {
+		ops = append(ops, ipsetOp{cmd: ipsetCmdCreate, set: s.Name, family: familyOfSet(s), size: len(s.Members)})
+		for _, p := range s.Members {
+			ops = append(ops, ipsetOp{cmd: ipsetCmdAdd, set: s.Name, member: p})
+		}
+	}
+	return ops
 }
 
-// renderSetSwap returns "ipset -exist restore" input that replaces the
-// members of live sets atomically per set: fill a temporary set, swap it
-// with the live one, destroy the temporary.
-func renderSetSwap(sets []Set) string {
-	var b strings.Builder
-	for _, s := range sets {
-		writeSet(&b, s.Name+setTempSuffix, s)
+// memberChangeOps returns the ipset commands that turn the members of the
+// live sets old into those of want (the same sets by name, in the same
+// order) in place: every removal before any addition, so that at no moment
+// does a set hold an address that neither old nor want holds.
+func memberChangeOps(old, want []Set) []ipsetOp {
+	var dels, adds []ipsetOp
+	for i, w := range want {
+		o := old[i].Members
+		if sameMembers(o, w.Members) {
+			continue
+		}
+		for _, p := range prefixDiff(o, w.Members) {
+			dels = append(dels, ipsetOp{cmd: ipsetCmdDel, set: w.Name, member: p})
+		}
+		for _, p := range prefixDiff(w.Members, o) {
+			adds = append(adds, ipsetOp{cmd: ipsetCmdAdd, set: w.Name, member: p})
+		}
 	}
-	for _, s := range sets {
-		fmt.Fprintf(&b, "swap %s %s\n", s.Name+setTempSuffix, s.Name)
-	}
-	for _, s := range sets {
-		fmt.Fprintf(&b, "destroy %s\n", s.Name+setTempSuffix)
-	}
-	return b.String()
+	return append(dels, adds...)
 }
 
-// renderSetDestruction returns "ipset -exist restore" input that destroys
-// the named sets (missing ones are not an error with -exist).
-func renderSetDestruction(names []string) string {
-	var b strings.Builder
+// setDestructionOps returns the ipset commands that destroy the named sets.
+func setDestructionOps(names []string) []ipsetOp {
+	ops := make([]ipsetOp, 0, len(names))
 	for _, name := range names {
-		fmt.Fprintf(&b, "destroy %s\n", name)
+		ops = append(ops, ipsetOp{cmd: ipsetCmdDestroy, set: name})
 	}
-	return b.String()
+	return ops
 }
 
-func writeSet(b *strings.Builder, name string, s Set) {
-	maxelem := max(65536, len(s.Members))
-	fmt.Fprintf(b, "destroy %s\n", name)
-	fmt.Fprintf(b, "create %s %s family %s hashsize 64 maxelem %d\n", name, setType, s.Family, maxelem)
-	for _, p := range s.Members {
-		fmt.Fprintf(b, "add %s %s\n", name, p)
+func familyOfSet(s Set) family {
+	if s.Family == familyV6.setFamily() {
+		return familyV6
 	}
+	return familyV4
 }

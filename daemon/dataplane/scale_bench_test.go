@@ -75,10 +75,10 @@ func BenchmarkRenderLarge(b *testing.B) {
 }
 
 // BenchmarkApplyLarge applies such a firewall in a real netns (root; netns
-// pw-bnmb-<random>, no interfaces): a change of one set member (one ipset
-// restore that swaps the set), a change of rules (a new generation: every
-// set rebuilt, iptables-nft-restore), and an unchanged spec, with peer sets
-// of 1000 and 8000 addresses.
+// pw-bnmb-<random>, no interfaces): a change of one set member (a netlink
+// del and add), a change of rules (a new generation: every set created and
+// filled over netlink, iptables-nft-restore), and an unchanged spec, with
+// peer sets of 1000 and 8000 addresses.
 func BenchmarkApplyLarge(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root: creates a network namespace")

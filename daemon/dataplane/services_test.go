@@ -177,13 +177,16 @@ func TestServiceFrontendsEnforced(t *testing.T) {
 	// A second Service becomes allowed on TCP 80 and another frontend joins
 	// the guard: set members only, swapped in place.
 	gen := rs.Generation
-	execs := m.execs.Load()
+	execs, ops := m.execs.Load(), m.netlinkOps.Load()
 	spec = serviceSpec()
 	spec.Firewall.Egress.Services[0] = rule(from(svcAllowedV4+"/32", svcGuardedV4+"/32", svcAllowedV6+"/128"), tcp(80))
 	spec.Firewall.Egress.ServiceGuard[1] = rule(from(svcExternal+"/32", "10.204.200.61/32"), tcp(443))
 	mustApply(t, m, bed.pod, spec)
-	if n := m.execs.Load() - execs; n != 1 {
-		t.Errorf("a change of frontends ran %d commands, want 1 (ipset restore)", n)
+	if n := m.execs.Load() - execs; n != 0 {
+		t.Errorf("a change of frontends ran %d commands, want none", n)
+	}
+	if n := m.netlinkOps.Load() - ops; n != 2 {
+		t.Errorf("a change of frontends sent %d ipset commands, want 2 (one member added to each of two sets)", n)
 	}
 	if rs := mustInspect(t, m, bed.pod); rs.Generation != gen {
 		t.Errorf("a change of frontends moved the generation from %d to %d", gen, rs.Generation)
