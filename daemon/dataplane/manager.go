@@ -182,14 +182,18 @@ func (m *Manager) Apply(ctx context.Context, netnsPath string, spec Spec) error 
 	if s.known && s.id != id {
 		s.forget() // another netns now lives at this path
 	}
-	if s.known && len(s.stale) == 0 && render(spec, s.gen).equal(s.applied) {
-		return nil
+	var want *rendered // in the remembered generation
+	if s.known {
+		want = render(spec, s.gen)
+		if len(s.stale) == 0 && want.equal(s.applied) {
+			return nil
+		}
 	}
 	err = m.inNetns(ctx, netnsPath, func(x *executor) error {
 		if s.known && s.id != x.id {
 			s.forget()
 		}
-		return m.apply(x, s, spec)
+		return m.apply(x, s, spec, want)
 	})
 	if err != nil {
 		if errors.Is(err, ErrNetnsGone) {
@@ -200,13 +204,16 @@ func (m *Manager) Apply(ctx context.Context, netnsPath string, spec Spec) error 
 	return nil
 }
 
-// apply runs in the netns.
-func (m *Manager) apply(x *executor, s *netnsState, spec Spec) error {
+// apply runs in the netns; want is spec rendered in the remembered
+// generation, when there is one.
+func (m *Manager) apply(x *executor, s *netnsState, spec Spec, want *rendered) error {
 	var cur [2]table
 	var curSets []string
 	var next uint32
 	if s.known {
-		want := render(spec, s.gen)
+		if want == nil || want.gen != s.gen {
+			want = render(spec, s.gen)
+		}
 		if want.equal(s.applied) {
 			return x.destroyStale(s)
 		}

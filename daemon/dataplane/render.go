@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -419,15 +418,14 @@ func comparePrefix(a, b netip.Prefix) int {
 // setIndex assigns set names to distinct prefix lists, in order of first use.
 type setIndex struct {
 	gen    uint32
-	seed   maphash.Seed
-	byHash map[uint64][]string // peer sets by the hash of their members
+	byKey  map[membersKey][]string // peer sets by the outline of their members
 	byName map[string]Set
 	order  [2][]string
 	next   [2]int
 }
 
 func newSetIndex(gen uint32) *setIndex {
-	return &setIndex{gen: gen, seed: maphash.MakeSeed(), byHash: map[uint64][]string{}, byName: map[string]Set{}}
+	return &setIndex{gen: gen, byKey: map[membersKey][]string{}, byName: map[string]Set{}}
 }
 
 // peer returns the set holding members, creating it on first use; "" when
@@ -436,15 +434,15 @@ func (s *setIndex) peer(f family, members []netip.Prefix) string {
 	if len(members) == 0 {
 		return ""
 	}
-	key := s.hash(members)
-	for _, name := range s.byHash[key] {
+	key := membersKey{n: len(members), first: members[0], last: members[len(members)-1]}
+	for _, name := range s.byKey[key] {
 		if sameMembers(s.byName[name].Members, members) {
 			return name
 		}
 	}
 	name := setName(f, strconv.Itoa(s.next[f]), s.gen)
 	s.next[f]++
-	s.byHash[key] = append(s.byHash[key], name)
+	s.byKey[key] = append(s.byKey[key], name)
 	s.add(f, name, members)
 	return name
 }
@@ -494,16 +492,12 @@ func (s *setIndex) sets() []Set {
 	return out
 }
 
-// hash hashes a list of prefixes (addresses and lengths).
-func (s *setIndex) hash(members []netip.Prefix) uint64 {
-	var h maphash.Hash
-	h.SetSeed(s.seed)
-	for _, p := range members {
-		a := p.Addr().As16()
-		h.Write(a[:])
-		h.WriteByte(byte(p.Bits()))
-	}
-	return h.Sum64()
+// membersKey outlines a list of members in constant time; lists with the
+// same outline are compared in full (by identity first: rules of one policy
+// share their peer slices).
+type membersKey struct {
+	n           int
+	first, last netip.Prefix
 }
 
 // protocolName returns iptables' name of a policy protocol.
