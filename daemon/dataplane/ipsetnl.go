@@ -205,7 +205,7 @@ func (c *ipsetConn) typeRevision(typ string) (uint8, error) {
 	}
 	var maxRev, minRev uint8
 	found := false
-	err := c.receive(c.seq, func(msg []byte) error {
+	err := c.receive(c.seq, func(_ uint8, msg []byte) error {
 		attrs := parseAttrs(msg)
 		if v, ok := attrs[ipsetAttrRevision]; ok && len(v) == 1 {
 			maxRev, found = v[0], true
@@ -359,9 +359,10 @@ func (c *ipsetConn) receiveAcks(first, last uint32, failed func(seq uint32, errn
 	}
 }
 
-// receive reads the answer to the request seq: data messages go to onData,
-// and the final ack (or error, or the end of a dump) to onEnd.
-func (c *ipsetConn) receive(seq uint32, onData func([]byte) error, onEnd func(unix.Errno) error) error {
+// receive reads the answer to the request seq: data messages go to onData
+// (the family of their struct nfgenmsg and their attributes), and the final
+// ack (or error, or the end of a dump) to onEnd.
+func (c *ipsetConn) receive(seq uint32, onData func(family uint8, attrs []byte) error, onEnd func(unix.Errno) error) error {
 	for {
 		b, err := c.recv()
 		if err != nil {
@@ -383,7 +384,7 @@ func (c *ipsetConn) receive(seq uint32, onData func([]byte) error, onEnd func(un
 				if len(msg.data) < 4 {
 					continue
 				}
-				if err := onData(msg.data[4:]); err != nil { // after struct nfgenmsg
+				if err := onData(msg.data[0], msg.data[4:]); err != nil { // struct nfgenmsg: family first
 					return err
 				}
 			}
@@ -404,7 +405,7 @@ func (c *ipsetConn) list() (map[string]*observedSet, error) {
 		return nil, err
 	}
 	sets := map[string]*observedSet{}
-	err := c.receive(c.seq, func(msg []byte) error {
+	err := c.receive(c.seq, func(_ uint8, msg []byte) error {
 		attrs := parseAttrs(msg)
 		name := cString(attrs[ipsetAttrSetName])
 		if !isPodwallSet(name) {
@@ -504,12 +505,17 @@ type nlBuilder struct {
 }
 
 func (m *nlBuilder) begin(cmd int, flags uint16, seq uint32) {
+	m.beginNfnl(unix.NFNL_SUBSYS_IPSET, cmd, unix.AF_INET, flags, seq)
+}
+
+// beginNfnl starts a message of an nfnetlink subsystem.
+func (m *nlBuilder) beginNfnl(subsys, cmd int, family uint8, flags uint16, seq uint32) {
 	m.start = len(m.b)
 	var h [unix.SizeofNlMsghdr + 4]byte
-	binary.NativeEndian.PutUint16(h[4:], uint16(unix.NFNL_SUBSYS_IPSET<<8|cmd))
+	binary.NativeEndian.PutUint16(h[4:], uint16(subsys<<8|cmd))
 	binary.NativeEndian.PutUint16(h[6:], flags)
 	binary.NativeEndian.PutUint32(h[8:], seq)
-	h[unix.SizeofNlMsghdr] = unix.AF_INET // struct nfgenmsg: family, version 0, res_id 0
+	h[unix.SizeofNlMsghdr] = family // struct nfgenmsg: family, version 0, res_id 0
 	m.b = append(m.b, h[:]...)
 }
 

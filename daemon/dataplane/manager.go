@@ -540,15 +540,30 @@ func (x *executor) restoreFamilies(in [2]string) [2]error {
 // podwall sets.
 func (x *executor) inspect() (*observed, error) {
 	got := &observed{}
+	c, err := x.ipsetConn()
+	if err != nil {
+		return nil, err
+	}
+	tables, err := c.filterTables()
+	if err != nil {
+		return nil, err
+	}
 	var saves [2]*process
 	for _, f := range families {
-		saves[f] = x.start("", x.m.bins.save[f], "-t", "filter")
+		if tables[f] {
+			saves[f] = x.start("", x.m.bins.save[f], "-t", "filter")
+		}
 	}
 	for _, f := range families {
+		if saves[f] == nil {
+			continue // no filter table: nothing of podwall's
+		}
 		out, err := saves[f].wait()
 		if err != nil {
 			for _, p := range saves[f+1:] {
-				p.wait()
+				if p != nil {
+					p.wait()
+				}
 			}
 			return nil, err
 		}
