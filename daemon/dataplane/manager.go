@@ -80,16 +80,22 @@ type netnsState struct {
 	known   bool // the fields below describe what is in force
 	id      netnsID
 	gen     uint32
-	applied *rendered
-	stale   []string // old sets that could not be destroyed yet
+	alias   map[string]string // canonical set names of gen -> sets reused from earlier generations
+	applied *rendered         // with the aliases applied
+	stale   []string          // old sets that could not be destroyed yet
 }
 
 func (s *netnsState) forget() {
-	s.known, s.applied, s.stale = false, nil, nil
+	s.known, s.applied, s.stale, s.alias = false, nil, nil, nil
 }
 
-func (s *netnsState) remember(id netnsID, gen uint32, applied *rendered, stale []string) {
-	s.known, s.id, s.gen, s.applied, s.stale = true, id, gen, applied, stale
+func (s *netnsState) remember(id netnsID, gen uint32, alias map[string]string, applied *rendered, stale []string) {
+	s.known, s.id, s.gen, s.alias, s.applied, s.stale = true, id, gen, alias, applied, stale
+}
+
+// want renders spec as the remembered generation names its sets.
+func (s *netnsState) want(spec Spec) *rendered {
+	return render(spec, s.gen).renamed(s.alias)
 }
 
 // netnsID identifies a network namespace (its nsfs inode), so that a new
@@ -184,7 +190,7 @@ func (m *Manager) Apply(ctx context.Context, netnsPath string, spec Spec) error 
 	}
 	var want *rendered // in the remembered generation
 	if s.known {
-		want = render(spec, s.gen)
+		want = s.want(spec)
 		if len(s.stale) == 0 && want.equal(s.applied) {
 			return nil
 		}
@@ -209,10 +215,11 @@ func (m *Manager) Apply(ctx context.Context, netnsPath string, spec Spec) error 
 func (m *Manager) apply(x *executor, s *netnsState, spec Spec, want *rendered) error {
 	var cur [2]table
 	var curSets []string
+	var have []Set // sets in force the next generation may reuse
 	var next uint32
 	if s.known {
 		if want == nil || want.gen != s.gen {
-			want = render(spec, s.gen)
+			want = s.want(spec)
 		}
 		if want.equal(s.applied) {
 			return x.destroyStale(s)
@@ -225,6 +232,7 @@ func (m *Manager) apply(x *executor, s *netnsState, spec Spec, want *rendered) e
 			curSets = append(curSets, set.Name)
 		}
 		curSets = append(curSets, s.stale...)
+		have = s.applied.sets
 		next = s.gen + 1
 	} else {
 		got, err := x.inspect()
@@ -232,16 +240,19 @@ func (m *Manager) apply(x *executor, s *netnsState, spec Spec, want *rendered) e
 			return err
 		}
 		gen := got.generation()
-		want := render(spec, gen)
-		if len(diff(want, got)) == 0 {
-			s.remember(x.id, gen, want, nil)
+		canonical := render(spec, gen)
+		if alias, ok := adopt(canonical, got); ok {
+			s.remember(x.id, gen, alias, canonical.renamed(alias), nil)
 			return nil
 		}
 		cur = got.tables
 		curSets = got.setNames()
+		have = got.reusable()
 		next = max(gen, got.maxGeneration()) + 1
 	}
-	return x.switchGeneration(s, render(spec, next), cur, curSets)
+	canonical := render(spec, next)
+	alias := reuseSets(canonical, have)
+	return x.switchGeneration(s, canonical.renamed(alias), alias, cur, curSets)
 }
 
 // Remove deletes everything podwall put in the netns, whatever the Manager
@@ -298,11 +309,17 @@ func (m *Manager) Check(ctx context.Context, netnsPath string, spec Spec) error 
 		if err != nil {
 			return err
 		}
+		var want *rendered
 		gen := got.generation()
 		if s.known && s.id == id && s.id == x.id {
-			gen = s.gen
+			gen, want = s.gen, s.want(spec)
+		} else {
+			want = render(spec, gen)
+			if alias, ok := adopt(want, got); ok {
+				want = want.renamed(alias)
+			}
 		}
-		if d := diff(render(spec, gen), got); len(d) > 0 {
+		if d := diff(want, got); len(d) > 0 {
 			drift = &DriftError{Pod: spec.Pod, Netns: netnsPath, Generation: gen, Differences: d}
 		}
 		return nil
@@ -593,14 +610,23 @@ func (x *executor) changeMembers(s *netnsState, want *rendered) error {
 // switchGeneration moves the netns from cur (its rules) and curSets (its
 // podwall sets) to want, a new generation: create and fill want's sets,
 // switch each family's rules in one transaction, destroy the old sets.
-func (x *executor) switchGeneration(s *netnsState, want *rendered, cur [2]table, curSets []string) error {
-	var newSets []string
-	for _, set := range want.sets {
-		newSets = append(newSets, set.Name)
+func (x *executor) switchGeneration(s *netnsState, want *rendered, alias map[string]string, cur [2]table, curSets []string) error {
+	var wantSets, newSets []string // every set want uses; the ones made for it
+	var create []Set
+	reused := map[string]bool{}
+	for _, a := range alias {
+		reused[a] = true
 	}
-	if len(want.sets) > 0 {
+	for _, set := range want.sets {
+		wantSets = append(wantSets, set.Name)
+		if !reused[set.Name] {
+			newSets = append(newSets, set.Name)
+			create = append(create, set)
+		}
+	}
+	if len(create) > 0 {
 		missing := func(f *ipsetError) bool { return f.op.cmd == ipsetCmdDestroy && f.errno == unix.ENOENT }
-		if err := x.ipsetAll(setCreationOps(want.sets), missing); err != nil {
+		if err := x.ipsetAll(setCreationOps(create), missing); err != nil {
 			s.forget() // the old firewall is in force; inspect next time
 			_, derr := x.destroySets(newSets)
 			return errors.Join(fmt.Errorf("create sets of generation %d: %w", want.gen, err), derr)
@@ -638,11 +664,11 @@ func (x *executor) switchGeneration(s *netnsState, want *rendered, cur [2]table,
 	}
 	var old []string
 	for _, name := range curSets {
-		if !slices.Contains(newSets, name) {
+		if !slices.Contains(wantSets, name) {
 			old = append(old, name)
 		}
 	}
-	s.remember(x.id, want.gen, want, old)
+	s.remember(x.id, want.gen, alias, want, old)
 	return x.destroyStale(s)
 }
 
