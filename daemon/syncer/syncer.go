@@ -524,13 +524,6 @@ func (s *Syncer) localState(targets []*attachment) (*policy.State, []policy.Loca
 	if src == nil {
 		src = &policy.State{}
 	}
-	byKey := make(map[string]*policy.Pod, len(src.Pods))
-	for _, p := range src.Pods {
-		if p != nil {
-			byKey[p.Key()] = p
-		}
-	}
-
 	type localAttachment struct {
 		a      *attachment
 		looked *policy.Pod
@@ -539,21 +532,41 @@ func (s *Syncer) localState(targets []*attachment) (*policy.State, []policy.Loca
 	all := make([]localAttachment, 0, len(s.atts))
 	attached := make(map[*attachment]bool, len(s.atts))
 	for _, a := range s.atts {
-		if a.looked != nil && byKey[a.rec.Namespace+"/"+a.rec.Name] != nil {
-			a.looked = nil // the snapshot has caught up; it is authoritative now
-		}
 		all = append(all, localAttachment{a, a.looked})
 		attached[a] = true
+	}
+	s.mu.Unlock()
+	// The source's view of the local pods, found in one pass over the
+	// cluster's pods without building a key per pod.
+	byKey := make(map[podName]*policy.Pod, len(all))
+	for _, la := range all {
+		byKey[podName{la.a.rec.Namespace, la.a.rec.Name}] = nil
+	}
+	for _, p := range src.Pods {
+		if p == nil {
+			continue
+		}
+		k := podName{p.Namespace, p.Name}
+		if _, ok := byKey[k]; ok {
+			byKey[k] = p
+		}
+	}
+	s.mu.Lock()
+	for i, la := range all {
+		if la.a.looked != nil && byKey[podName{la.a.rec.Namespace, la.a.rec.Name}] != nil {
+			la.a.looked = nil // the snapshot has caught up; it is authoritative now
+			all[i].looked = nil
+		}
 	}
 	s.mu.Unlock()
 	// Deterministic merge order: a pod with several attachments gets its
 	// addresses in the same order whatever the map order.
 	slices.SortFunc(all, func(x, y localAttachment) int { return cmp.Compare(x.a.rec.Key(), y.a.rec.Key()) })
 
-	local := map[string]*policy.Pod{} // pod key -> merged pod
+	local := map[podName]*policy.Pod{} // merged pods
 	for _, la := range all {
 		a := la.a
-		k := a.rec.Namespace + "/" + a.rec.Name
+		k := podName{a.rec.Namespace, a.rec.Name}
 		if p, ok := local[k]; ok {
 			p.IPs = appendUnique(p.IPs, a.ips...)
 			continue
@@ -582,7 +595,7 @@ func (s *Syncer) localState(targets []*attachment) (*policy.State, []policy.Loca
 		if p == nil {
 			continue
 		}
-		if _, ok := local[p.Key()]; !ok {
+		if _, ok := local[podName{p.Namespace, p.Name}]; !ok {
 			pods = append(pods, p)
 		}
 	}
@@ -596,10 +609,13 @@ func (s *Syncer) localState(targets []*attachment) (*policy.State, []policy.Loca
 		if !attached[a] {
 			continue
 		}
-		locals = append(locals, policy.LocalPod{Key: a.rec.Key(), Pod: local[a.rec.Namespace+"/"+a.rec.Name]})
+		locals = append(locals, policy.LocalPod{Key: a.rec.Key(), Pod: local[podName{a.rec.Namespace, a.rec.Name}]})
 	}
 	return state, locals
 }
+
+// podName identifies a pod by namespace and name.
+type podName struct{ namespace, name string }
 
 func appendUnique(dst []netip.Addr, add ...netip.Addr) []netip.Addr {
 	for _, ip := range add {
