@@ -444,6 +444,7 @@ func writeWhereTimeGoes(b *strings.Builder, in Input) {
 var profileFunctions = []struct{ suffix, what string }{
 	{"syncer.(*Syncer).SyncAll", "the sync loop (SyncAll)"},
 	{"syncer.(*Syncer).compile", "compiling every local pod"},
+	{"policy.Compile", "the compiler itself"},
 	{"reflect.DeepEqual", "comparing each pod's new firewall with the applied one (reflect.DeepEqual)"},
 	{"dataplane.(*Manager).Apply", "applying (the daemon's side of it)"},
 	{"dataplane.Render", "rendering rules and sets"},
@@ -462,7 +463,7 @@ func profileReading(cum string) string {
 	if m := profileHeaderRE.FindStringSubmatch(cum); m != nil {
 		busy = fmt.Sprintf("podwalld was on the CPU for %s of the profile's %s (%s %% of one core)", m[2], m[1], m[3])
 		if v, err := strconv.ParseFloat(m[3], 64); err == nil && v < 50 {
-			busy += ": convergence here is bound by waiting — for the ipset and iptables-nft-restore processes it runs one pod after another, and for the kernel — not by the daemon's CPU"
+			busy += ": convergence here is bound by waiting — for the iptables-nft-restore processes it runs and for the kernel — more than by the daemon's own CPU"
 		}
 		busy += ". "
 	}
