@@ -107,14 +107,14 @@ func BenchmarkState(b *testing.B) {
 	})
 	b.Run("after-pod-change", func(b *testing.B) {
 		obj, _, _ := s.pods.GetIndexer().GetByKey("ns-0007/pod-00007")
-		pod := obj.(*corev1.Pod).DeepCopy()
+		pod := obj.(*cachedPod).DeepCopyObject().(*cachedPod)
 		key := objectKey{kind: kindPod, namespace: pod.Namespace, name: pod.Name}
 		b.ReportAllocs()
 		i := 0
 		for b.Loop() {
 			i++
 			pod.Labels = map[string]string{"app": "app-7", "rev": fmt.Sprint(i)}
-			if err := s.pods.GetIndexer().Update(pod.DeepCopy()); err != nil {
+			if err := s.pods.GetIndexer().Update(pod.DeepCopyObject()); err != nil {
 				b.Fatal(err)
 			}
 			if changed, err := s.apply(key); err != nil || !changed {
@@ -167,11 +167,11 @@ func BenchmarkState(b *testing.B) {
 	})
 	b.Run("status-only-pod-update", func(b *testing.B) {
 		obj, _, _ := s.pods.GetIndexer().GetByKey("ns-0009/pod-00009")
-		pod := obj.(*corev1.Pod)
+		pod := obj.(*cachedPod)
 		key := objectKey{kind: kindPod, namespace: pod.Namespace, name: pod.Name}
 		b.ReportAllocs()
 		for b.Loop() {
-			if err := s.pods.GetIndexer().Update(pod.DeepCopy()); err != nil {
+			if err := s.pods.GetIndexer().Update(pod.DeepCopyObject()); err != nil {
 				b.Fatal(err)
 			}
 			if changed, err := s.apply(key); err != nil || changed {

@@ -14,7 +14,9 @@
 // syncer, the server or the dataplane.
 //
 // The informers' caches hold stripped objects only (see transform.go), so a
-// node can watch every pod of a large cluster in little memory. After an API
+// node can watch every pod of a large cluster in little memory: a pod is
+// held once, as a cachedPod that the state shares (podcache.go), and the
+// pod list is decoded as a stream, one pod at a time (podlist.go). After an API
 // outage the informers relist; nothing is flushed meanwhile: State keeps
 // returning the last good state and Ready stays nil once the first sync is
 // done.
@@ -221,19 +223,19 @@ func New(client kubernetes.Interface, nodeName string, log *slog.Logger) *Source
 		cidrsByObject:  map[string][]netip.Prefix{},
 		snapshot:       &policy.State{},
 	}
+	// The pod cache holds cachedPods (see podcache.go), listed by listPods
+	// (podlist.go). Only this node's pods are indexed (LocalPods).
 	s.pods = s.factory.InformerFor(&corev1.Pod{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
-		return coreinformers.NewPodInformer(c, metav1.NamespaceAll, resync, cache.Indexers{
-			cache.NamespaceIndex: cache.MetaNamespaceIndexFunc,
-			nodeIndex:            podNodeIndexFunc,
+		return cache.NewSharedIndexInformerWithOptions(podListWatch(c, s.cachePod), &corev1.Pod{}, cache.SharedIndexInformerOptions{
+			ResyncPeriod: resync,
+			Indexers:     cache.Indexers{nodeIndex: localPodIndexFunc(nodeName)},
 		})
 	})
 	s.namespaces = s.factory.InformerFor(&corev1.Namespace{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
 		return coreinformers.NewNamespaceInformer(c, resync, cache.Indexers{})
 	})
 	s.policies = s.factory.InformerFor(&networkingv1.NetworkPolicy{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
-		return networkinginformers.NewNetworkPolicyInformer(c, metav1.NamespaceAll, resync, cache.Indexers{
-			cache.NamespaceIndex: cache.MetaNamespaceIndexFunc,
-		})
+		return networkinginformers.NewNetworkPolicyInformer(c, metav1.NamespaceAll, resync, cache.Indexers{})
 	})
 	s.services = s.factory.InformerFor(&corev1.Service{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
 		return coreinformers.NewServiceInformer(c, metav1.NamespaceAll, resync, cache.Indexers{})
@@ -248,6 +250,9 @@ func New(client kubernetes.Interface, nodeName string, log *slog.Logger) *Source
 	})
 	s.serviceCIDRs = networkinginformers.NewServiceCIDRInformer(client, 0, cache.Indexers{})
 	var errs []error
+	if err := s.pods.SetTransform(s.transformPod); err != nil {
+		errs = append(errs, fmt.Errorf("watch pods: %w", err))
+	}
 	if err := s.serviceCIDRs.SetTransform(transform); err != nil {
 		errs = append(errs, fmt.Errorf("watch servicecidrs: %w", err))
 	}
@@ -272,14 +277,17 @@ func New(client kubernetes.Interface, nodeName string, log *slog.Logger) *Source
 	return s
 }
 
-// podNodeIndexFunc indexes a pod by spec.nodeName (unscheduled pods are not
-// indexed).
-func podNodeIndexFunc(obj any) ([]string, error) {
-	p, ok := obj.(*corev1.Pod)
-	if !ok || p.Spec.NodeName == "" {
-		return nil, nil
+// localPodIndexFunc indexes the pods on node by their spec.nodeName; other
+// pods are not indexed (an index of every pod would cost memory for
+// nothing: only this node's are looked up).
+func localPodIndexFunc(node string) cache.IndexFunc {
+	return func(obj any) ([]string, error) {
+		p, ok := obj.(*cachedPod)
+		if !ok || node == "" || p.NodeName != node {
+			return nil, nil
+		}
+		return []string{p.NodeName}, nil
 	}
-	return []string{p.Spec.NodeName}, nil
 }
 
 // Name describes the source for status output.
@@ -301,8 +309,17 @@ func (s *Source) handler(k kind) cache.ResourceEventHandler {
 		}
 		s.queue.Add(objectKey{kind: k, namespace: namespace, name: name})
 	}
-	return cache.ResourceEventHandlerFuncs{
-		AddFunc: enqueue,
+	return cache.ResourceEventHandlerDetailedFuncs{
+		AddFunc: func(obj any, isInInitialList bool) {
+			// The objects of the first list are applied by
+			// buildFirstState, which runs once every handler has seen
+			// them: queueing them too would only fill the queue (whose
+			// sets keep their size) with keys that change nothing.
+			if isInInitialList && !s.firstStateBuilt() {
+				return
+			}
+			enqueue(obj)
+		},
 		UpdateFunc: func(oldObj, newObj any) {
 			// A relist reports every object as updated; unchanged ones keep
 			// their resourceVersion.
@@ -375,9 +392,19 @@ func (s *Source) Run(ctx context.Context, changed func()) {
 	s.work(ctx, changed)
 }
 
+// firstStateBuilt reports whether buildFirstState has run.
+func (s *Source) firstStateBuilt() bool {
+	select {
+	case <-s.synced:
+		return true
+	default:
+		return false
+	}
+}
+
 // buildFirstState applies every object the caches hold. The keys the
-// handlers queued meanwhile are applied again by the worker, which then
-// finds nothing changed.
+// handlers queued meanwhile (changes after the first list) are applied again
+// by the worker, which then finds nothing changed.
 func (s *Source) buildFirstState() {
 	for _, w := range s.activeWatches() {
 		var keys []objectKey
@@ -476,11 +503,11 @@ func (s *Source) applyPod(key objectKey) (bool, error) {
 	}
 	var next *policy.Pod
 	if exists {
-		p, ok := obj.(*corev1.Pod)
+		p, ok := obj.(*cachedPod)
 		if !ok {
 			return false, fmt.Errorf("pod cache holds a %T", obj)
 		}
-		next = source.PodFromAPI(p)
+		next = &p.Pod // shared with the cache: each pod is held once
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -488,7 +515,11 @@ func (s *Source) applyPod(key objectKey) (bool, error) {
 		return s.podSet.remove(k), nil
 	}
 	if prev, had := s.podSet.get(k); had && samePod(prev, next) {
-		return false, nil // e.g. status conditions or resourceVersion changed
+		// E.g. status conditions or the resourceVersion changed: nothing
+		// to tell, but the state now points at the cached version, so
+		// that the one it replaced can be freed.
+		s.podSet.swap(k, next)
+		return false, nil
 	}
 	s.podSet.put(k, next)
 	return true, nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -331,15 +332,13 @@ func TestTransformStripsCachedObjects(t *testing.T) {
 	rs := startSource(t, nil, pod, ns, np)
 	rs.waitSynced(t)
 
-	wantPod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "nsa", Name: "web", UID: "uid-web", Labels: map[string]string{"app": "web"},
-			CreationTimestamp: pod.CreationTimestamp, DeletionTimestamp: &deleted},
-		Spec: corev1.PodSpec{
-			NodeName: testNode, HostNetwork: true,
-			InitContainers: []corev1.Container{{Name: "proxy", Ports: []corev1.ContainerPort{{Name: "admin", ContainerPort: 9901, Protocol: corev1.ProtocolTCP}}}},
-			Containers:     []corev1.Container{{Name: "app", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 80, Protocol: corev1.ProtocolTCP}}}},
-		},
-		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.1.0.5", PodIPs: []corev1.PodIP{{IP: "10.1.0.5"}, {IP: "fd10::5"}}},
+	// The pod cache holds the compiler's view of the pod (see podcache.go).
+	wantPod := &cachedPod{
+		Pod: policy.Pod{Namespace: "nsa", Name: "web", UID: "uid-web", Labels: map[string]string{"app": "web"},
+			Ports:    []policy.ContainerPort{{Name: "admin", Protocol: corev1.ProtocolTCP, Port: 9901}, {Name: "http", Protocol: corev1.ProtocolTCP, Port: 80}},
+			IPs:      []netip.Addr{netip.MustParseAddr("10.1.0.5"), netip.MustParseAddr("fd10::5")},
+			NodeName: testNode, HostNetwork: true, Phase: corev1.PodRunning, Deleting: true, Created: pod.CreationTimestamp},
+		deletionTimestamp: &deleted,
 	}
 	wantNS := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "nsa", Labels: map[string]string{"team": "a"}}}
 	wantNP := &networkingv1.NetworkPolicy{
@@ -375,7 +374,7 @@ func TestTransformStripsCachedObjects(t *testing.T) {
 	// What the compiler gets is the same whether read from the full or the
 	// stripped pod.
 	stored, _, _ := rs.pods.GetStore().GetByKey("nsa/web")
-	fromStore, fromFull := source.PodFromAPI(stored.(*corev1.Pod)), source.PodFromAPI(pod)
+	fromStore, fromFull := &stored.(*cachedPod).Pod, source.PodFromAPI(pod)
 	if !samePod(fromStore, fromFull) {
 		t.Errorf("PodFromAPI of the cached pod\n%+v\ndiffers from that of the full pod\n%+v", fromStore, fromFull)
 	}
@@ -404,6 +403,10 @@ func TestTransformIsIdempotent(t *testing.T) {
 }
 
 func equalObjects(a, b runtime.Object) bool {
+	if pa, ok := a.(*cachedPod); ok { // unexported fields: see equalCachedPods
+		pb, ok := b.(*cachedPod)
+		return ok && equalCachedPods(pa, pb)
+	}
 	return equality.Semantic.DeepEqual(a, b)
 }
 

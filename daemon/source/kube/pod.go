@@ -44,9 +44,9 @@ func (s *Source) Pod(ctx context.Context, namespace, name string) (*policy.Pod, 
 	}
 	obj, exists, err := s.pods.GetIndexer().GetByKey(namespace + "/" + name)
 	if err == nil && exists {
-		if p, ok := obj.(*corev1.Pod); ok && p.DeletionTimestamp == nil &&
-			p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
-			return source.PodFromAPI(p), nil
+		if p, ok := obj.(*cachedPod); ok && !p.Deleting &&
+			p.Phase != corev1.PodSucceeded && p.Phase != corev1.PodFailed {
+			return p.policyPod(), nil
 		}
 	}
 	p, err := s.client.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
@@ -70,8 +70,8 @@ func (s *Source) LocalPods() ([]*policy.Pod, error) {
 	}
 	out := make([]*policy.Pod, 0, len(objs))
 	for _, obj := range objs {
-		if p, ok := obj.(*corev1.Pod); ok {
-			out = append(out, source.PodFromAPI(p))
+		if p, ok := obj.(*cachedPod); ok {
+			out = append(out, p.policyPod())
 		}
 	}
 	slices.SortFunc(out, func(a, b *policy.Pod) int {

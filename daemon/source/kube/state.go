@@ -41,6 +41,16 @@ func (o *objectSet[V]) put(key string, v V) {
 	o.sorted = slices.Insert(o.sorted, i, v)
 }
 
+// swap replaces the object under key with v, which the compiler cannot tell
+// from it: unlike put, it does not mark the set changed, so the next
+// snapshot is not rebuilt for it.
+func (o *objectSet[V]) swap(key string, v V) {
+	o.byKey[key] = v
+	if i, found := slices.BinarySearchFunc(o.sorted, v, o.compare); found {
+		o.sorted[i] = v
+	}
+}
+
 // remove deletes the object under key, reporting whether there was one.
 func (o *objectSet[V]) remove(key string) bool {
 	v, ok := o.byKey[key]
