@@ -114,6 +114,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "podwalld:", err)
 		os.Exit(2)
 	}
+	setMemoryLimit(log) // memlimit.go
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, cfg, log); err != nil {
