@@ -527,7 +527,7 @@ func httpGet(ctx context.Context, from *bed.Pod, url string, timeout time.Durati
 }
 
 // runWrk runs wrk in the pair's client netns against its server.
-func runWrk(ctx context.Context, p *pair, mode Mode, connections int, d time.Duration) (wrkReport, error) {
+func runWrk(ctx context.Context, p *pair, mode Mode, connections int, d time.Duration) (WrkReport, error) {
 	args := []string{"netns", "exec", p.client.NetnsName, "wrk", "-t1",
 		"-c" + strconv.Itoa(connections), "-d" + strconv.Itoa(int(d.Seconds())) + "s", "--latency"}
 	if mode == NewConnection {
@@ -538,9 +538,9 @@ func runWrk(ctx context.Context, p *pair, mode Mode, connections int, d time.Dur
 	defer cancel()
 	out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput()
 	if err != nil {
-		return wrkReport{}, fmt.Errorf("wrk on %s (%s): %w: %s", p.name, mode, err, out)
+		return WrkReport{}, fmt.Errorf("wrk on %s (%s): %w: %s", p.name, mode, err, out)
 	}
-	rep, err := parseWrk(string(out))
+	rep, err := ParseWrk(string(out))
 	if err != nil {
 		return rep, fmt.Errorf("%s (%s): %w", p.name, mode, err)
 	}

@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-// wrkReport is what one wrk run printed.
-type wrkReport struct {
+// WrkReport is what one wrk run printed.
+type WrkReport struct {
 	Requests  int64
 	QPS       float64
 	P50, P99  time.Duration
@@ -26,9 +26,9 @@ var (
 	wrkNon2xxRE   = regexp.MustCompile(`^\s*Non-2xx or 3xx responses: (\d+)`)
 )
 
-// parseWrk reads the report of `wrk --latency`.
-func parseWrk(out string) (wrkReport, error) {
-	var r wrkReport
+// ParseWrk reads the report of `wrk --latency`.
+func ParseWrk(out string) (WrkReport, error) {
+	var r WrkReport
 	var haveQPS, have50, have99 bool
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {

@@ -11,13 +11,13 @@ func TestParseWrk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := parseWrk(string(out))
+	got, err := ParseWrk(string(out))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := wrkReport{Requests: 18764, QPS: 9337.64, P50: 506 * time.Microsecond, P99: 4610 * time.Microsecond, SocketErr: 5, Non2xx: 7}
+	want := WrkReport{Requests: 18764, QPS: 9337.64, P50: 506 * time.Microsecond, P99: 4610 * time.Microsecond, SocketErr: 5, Non2xx: 7}
 	if got != want {
-		t.Errorf("parseWrk = %+v, want %+v", got, want)
+		t.Errorf("ParseWrk = %+v, want %+v", got, want)
 	}
 }
 
@@ -29,8 +29,8 @@ func TestParseWrkIncomplete(t *testing.T) {
 		{"connection refused", "unable to connect to 10.215.1.2:80 Connection refused\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := parseWrk(tc.out); err == nil {
-				t.Error("parseWrk did not fail")
+			if _, err := ParseWrk(tc.out); err == nil {
+				t.Error("ParseWrk did not fail")
 			}
 		})
 	}
