@@ -2,6 +2,7 @@ package report
 
 import (
 	"cmp"
+	_ "embed"
 	"fmt"
 	"math"
 	"regexp"
@@ -42,6 +43,7 @@ func Markdown(in Input, metrics []Metric) string {
 	writeControlplane(&b, in.Controlplane)
 	writeWhereTimeGoes(&b, in)
 	writeClosing(&b, in, metrics)
+	b.WriteString(tried)
 	writeMicro(&b, in)
 	writeHowTo(&b)
 	return b.String()
@@ -518,6 +520,11 @@ func writeClosing(b *strings.Builder, in Input, metrics []Metric) {
 	}
 	b.WriteString("\n")
 }
+
+// tried is the hand-kept history of what was tried and what it gave.
+//
+//go:embed tried.md
+var tried string
 
 func writeMicro(b *strings.Builder, in Input) {
 	b.WriteString("## Micro-benchmarks\n\n")
