@@ -152,16 +152,12 @@ func advice(group string, in Input) string {
 			"runs `iptables-nft-restore` for both families at once; the plugin's own start-up is ≈15 ms of Go runtime on this VM, and the syncs that other pods' ADDs trigger compete for the same 2 cores. "+
 			"Ranked by gain: (1) program the new pod's chains over nf_tables netlink (no restore process); (2) compile the new pod from the incremental compiler's indexes instead of the whole cluster; (3) a smaller plugin binary (less to load at start).", ms1(f.addPlugin), ms1(f.addDaemon))
 	case "rss":
-		owner := ""
-		if strings.Contains(in.HeapTop, "slices.Clone[go.shape.[]net/netip.Prefix") {
-			owner = "Of the live heap the largest owner here is the dataplane's memory of what it applied in each pod — every member of every set, copied per pod (`dataplane.(*setIndex).add`), so it grows with local pods × peers — " +
-				"then the informers' caches and the source's state (two copies of each pod of the cluster: the stripped object and policy.Pod). "
-		}
-		return fmt.Sprintf("the live heap after the churn was %s (heap profile above) against an RSS of %s MiB while steady: the rest is heap the Go runtime holds beyond the live objects "+
-			"(with the default GOGC=100 it lets the heap grow to twice the live size, and every sync's full recompile and re-render allocate a lot: see allocation in the CPU profile). %s"+
-			"Ranked by gain: (1) allocate less per sync (incremental compile, render only the pods that changed) and set GOMEMLIMIT so the collector runs before the RSS grows; "+
-			"(2) remember a digest of each applied set instead of its members, or share identical sets between pods; (3) keep one copy of each pod (build policy.Pod in the informer's transform).",
-			heapTotal(in.HeapTop), ms1(f.rssSteady), owner)
+		return fmt.Sprintf("the live heap after the churn was %s (heap profile above) against an RSS of %s MiB while steady. "+
+			"The Kubernetes source holds each pod once, in a compact form (≈1.6 KB per pod with a real API server: BenchmarkAPIServerMemory in daemon/source/kube), the dataplane shares the compiler's peer sets instead of copying them per pod, "+
+			"and podwalld sets a 48 MiB soft memory limit (GOMEMLIMIT overrides it). Much of what is left is not heap: about 44 MiB of podwalld's RSS at 10k pods is its own binary's pages (/proc/PID/smaps, measured with no local pods), "+
+			"because client-go's clientset links and registers all 56 API groups at start. Ranked by gain: (1) a client built on a scheme of the four API groups podwall reads (core, networking, discovery, meta) instead of the clientset and informer factory; "+
+			"(2) fewer allocations per sync (the incremental compiler), so the collector keeps up below the limit.",
+			heapTotal(in.HeapTop), ms1(f.rssSteady))
 	case "growth-cluster":
 		return "every sync (and every ADD) recompiles against the whole cluster: the compiler walks every pod for each selector of each policy that selects a local pod. " +
 			"Indexing pods by namespace and label (and peer sets by selector) once, and updating them per event, would make a change cost what it affects."
@@ -171,14 +167,13 @@ func advice(group string, in Input) string {
 
 // datapathAdvice is what would close the datapath targets.
 func datapathAdvice(group string) string {
+	common := "test/bench/notrack measured the alternatives side by side (44 paired rounds, FINDINGS.md there): skipping conntrack for TCP only (`CT --notrack` in raw, pure SYNs judged by the policy, later segments accepted, UDP stateful) " +
+		"gave keep-alive 0.93 and new connections 0.93 of the unfirewalled rate (podwall's ruleset: 0.92 and 0.86 in the same rounds) and lets a pod with CAP_NET_RAW send TCP segments past egress isolation; " +
+		"only a pod netns with no conntrack at all reached 0.99 and 0.97, and that drops UDP replies. What is left is conntrack's presence in the pod netns (its hooks cost ≈5 % CPU per request even when it tracks nothing). "
 	if group == "keepalive" {
-		return "every packet of an established connection still enters PODWALL-INGRESS and matches `--ctstate RELATED,ESTABLISHED` after the `-i lo` rule, " +
-			"and the pod's netns pays for conntrack at all. Accept established traffic first (the ctstate rule before anything else, or in the raw/mangle hook), " +
-			"and measure TCP without conntrack: judge only SYNs by the policy, accept later segments, `CT --notrack` for TCP in the raw table, UDP stateful."
+		return common + "Closing the keep-alive target would take a datapath that judges a flow once without netfilter conntrack in the pod: e.g. an eBPF program on the pod's host veth with its own flow table, which is a different design from iptables in the pod netns."
 	}
-	return "each new connection creates a conntrack entry in both pods' netns and its SYN walks the chain rule by rule (one set lookup per (rule, port)). " +
-		"The issue's measurement says conntrack in a pod netns costs 18–28 % of the short-connection rate: TCP without conntrack (policy on SYNs, later segments accepted, " +
-		"`CT --notrack` in raw) would remove most of it; one `hash:net,port` set per direction instead of a set per peer and a rule per port would make the SYN one lookup."
+	return common + "For new connections the per-connection conntrack entry is most of the cost: the same eBPF design would remove it; within iptables, one `hash:net,port` set per direction instead of a rule per (peer, port) would shorten the SYN's walk, a smaller gain."
 }
 
 // heapTotalRE matches the total of a `go tool pprof -top` heap listing.
