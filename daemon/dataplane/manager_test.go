@@ -3,7 +3,6 @@ package dataplane
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -453,40 +452,13 @@ func TestRenderRoundTrip(t *testing.T) {
 	for _, tc := range renderCases {
 		mustApply(t, m, bed.srv, tc.spec)
 		rs := mustInspect(t, m, bed.srv)
-		if got, want := formatRuleset(rs), formatRuleset(renderAsInForce(t, m, bed.srv, tc.spec)); got != want {
+		if got, want := formatRuleset(rs), formatRuleset(RenderAs(tc.spec, rs)); got != want {
 			t.Errorf("%s: in force:\n%s\nRender:\n%s", tc.name, got, want)
 		}
 		mustCheck(t, m, bed.srv, tc.spec)
 		fresh := newManager(t)
 		mustCheck(t, fresh, bed.srv, tc.spec)
 	}
-}
-
-// renderAsInForce renders spec in the generation in force in the netns,
-// with the sets that generation reused from earlier ones under their names
-// in force (see adopt); it fails the test when no such naming makes the
-// rendering what is in force.
-func renderAsInForce(t *testing.T, m *Manager, path string, spec Spec) *Ruleset {
-	t.Helper()
-	var rs *Ruleset
-	err := m.inNetns(context.Background(), path, func(x *executor) error {
-		got, err := x.inspect()
-		if err != nil {
-			return err
-		}
-		canonical := render(spec, got.generation())
-		alias, ok := adopt(canonical, got)
-		if !ok {
-			return fmt.Errorf("what is in force is not Render's generation %d under any naming of its sets: %q", got.generation(), diff(canonical, got))
-		}
-		rs = canonical.renamed(alias).ruleset()
-		slices.SortFunc(rs.Sets, func(a, b Set) int { return strings.Compare(a.Name, b.Name) })
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return rs
 }
 
 // expectOnlyReferencedSets fails the test for a podwall set in force that

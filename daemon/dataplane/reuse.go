@@ -1,6 +1,9 @@
 package dataplane
 
 import (
+	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -143,4 +146,76 @@ func adopt(want *rendered, got *observed) (map[string]string, bool) {
 		return nil, false
 	}
 	return alias, true
+}
+
+// RenderAs renders spec as a Manager keeps it in force next to inForce (what
+// Inspect returned): in inForce's generation, with each set that generation
+// reused from an earlier one under its name in inForce. When no naming of the
+// sets makes the rendering inForce's, it returns Render(spec,
+// inForce.Generation), whose differences from inForce are then real.
+func RenderAs(spec Spec, inForce *Ruleset) *Ruleset {
+	canonical := render(spec, inForce.Generation)
+	got, err := observedFromRuleset(inForce)
+	if err != nil {
+		return canonical.ruleset()
+	}
+	alias, ok := adopt(canonical, got)
+	if !ok {
+		return canonical.ruleset()
+	}
+	rs := canonical.renamed(alias).ruleset()
+	slices.SortFunc(rs.Sets, func(a, b Set) int { return strings.Compare(a.Name, b.Name) })
+	return rs
+}
+
+// observedFromRuleset turns a Ruleset back into what inspect observes.
+func observedFromRuleset(rs *Ruleset) (*observed, error) {
+	o := &observed{sets: map[string]*observedSet{}}
+	for f, text := range [2]string{rs.V4, rs.V6} {
+		t, err := parseRulesetText(text)
+		if err != nil {
+			return nil, err
+		}
+		o.tables[f] = t
+	}
+	for _, s := range rs.Sets {
+		o.sets[s.Name] = &observedSet{Set: s, typ: setType}
+	}
+	return o, nil
+}
+
+// parseRulesetText parses the text table.text writes.
+func parseRulesetText(text string) (table, error) {
+	var t table
+	index := map[string]int{}
+	for line := range strings.Lines(text) {
+		line = strings.TrimSuffix(line, "\n")
+		switch {
+		case line == "" || line == "*filter" || line == "COMMIT":
+		case strings.HasPrefix(line, ":"):
+			name, _, _ := strings.Cut(line[1:], " ")
+			index[name] = len(t.chains)
+			t.chains = append(t.chains, chain{name: name})
+		case strings.HasPrefix(line, "-I "):
+			words := strings.SplitN(line, " ", 4)
+			if len(words) < 4 {
+				return table{}, fmt.Errorf("unexpected ruleset line %q", line)
+			}
+			pos, err := strconv.Atoi(words[2])
+			if err != nil {
+				return table{}, fmt.Errorf("unexpected ruleset line %q", line)
+			}
+			t.jumps = append(t.jumps, jump{from: words[1], pos: pos, spec: words[3], to: ruleTarget(words[3])})
+		case strings.HasPrefix(line, "-A "):
+			name, _, _ := strings.Cut(line[len("-A "):], " ")
+			i, ok := index[name]
+			if !ok {
+				return table{}, fmt.Errorf("rule for undeclared chain %s", name)
+			}
+			t.chains[i].rules = append(t.chains[i].rules, line)
+		default:
+			return table{}, fmt.Errorf("unexpected ruleset line %q", line)
+		}
+	}
+	return t, nil
 }

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"cmp"
 	"net/netip"
 	"slices"
 	"testing"
@@ -86,4 +87,34 @@ func TestRuleChangeReusesUnchangedSets(t *testing.T) {
 	if g := mustInspect(t, fresh, bed.srv).Generation; g != after.Generation {
 		t.Errorf("adoption moved the generation from %d to %d", after.Generation, g)
 	}
+}
+
+// TestRenderAs: RenderAs names the sets as a reusing generation has them in
+// force; without reuse it is Render.
+func TestRenderAs(t *testing.T) {
+	old := render(largeSpec(50, false, false), 3)
+	next := render(largeSpec(50, true, false), 4)
+	alias := reuseSets(next, old.sets)
+	if len(alias) == 0 {
+		t.Fatal("no set of generation 4 reuses one of generation 3")
+	}
+	inForce := next.renamed(alias).ruleset()
+	spec := largeSpec(50, true, false)
+	if got, want := formatRuleset(RenderAs(spec, inForce)), formatRuleset(sortedSets(inForce)); got != want {
+		t.Errorf("RenderAs:\n%s\nwant:\n%s", got, want)
+	}
+	plain := Render(spec, 4)
+	if got := formatRuleset(RenderAs(spec, plain)); got != formatRuleset(plain) {
+		t.Errorf("RenderAs without reuse:\n%s\nwant Render's:\n%s", got, formatRuleset(plain))
+	}
+	// A ruleset that is not the spec's under any naming: Render's.
+	other := render(largeSpec(50, false, false), 4).ruleset()
+	if got := formatRuleset(RenderAs(spec, other)); got != formatRuleset(plain) {
+		t.Errorf("RenderAs of another firewall:\n%s\nwant Render's:\n%s", got, formatRuleset(plain))
+	}
+}
+
+func sortedSets(rs *Ruleset) *Ruleset {
+	slices.SortFunc(rs.Sets, func(a, b Set) int { return cmp.Compare(a.Name, b.Name) })
+	return rs
 }

@@ -12,7 +12,7 @@
 //
 // Every test compares what is in force inside each pod's netns with what an
 // independent compile of the test's own model of the cluster wants
-// (expected_test.go:  policy.Compile and dataplane.Render, against
+// (expected_test.go:  policy.Compile and dataplane.RenderAs, against
 // dataplane's Inspect), and pairs every denied probe with an allowed one.
 //
 // The long settings run with PODWALL_SOAK=1 (`make soak`): see settings_test.go.

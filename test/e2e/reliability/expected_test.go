@@ -186,7 +186,9 @@ func (n *node) comparePod(ctx context.Context, p *bed.Pod, fw *policy.Firewall) 
 			}
 		}
 	}
-	want := dataplane.Render(dataplane.Spec{Pod: p.String(), Firewall: fw, NodeAddrs: nodeAddrs}, got.Generation)
+	// A rules change reuses the sets whose members stay: RenderAs names them
+	// as they are in force.
+	want := dataplane.RenderAs(dataplane.Spec{Pod: p.String(), Firewall: fw, NodeAddrs: nodeAddrs}, got)
 	var problems []string
 	if got.V4 != want.V4 {
 		problems = append(problems, fmt.Sprintf("%s: IPv4 rules\n got: %q\nwant: %q", p, got.V4, want.V4))
