@@ -27,8 +27,10 @@ const (
 // "pw6-<id>-g<generation>" (IPv6, family inet6). <id> is "node" for the node
 // addresses, the index of a distinct peer, "svc<i>" for the allowed Service
 // frontends of policy.Direction.Services[i], or "guard<i>" for
-// policy.Direction.ServiceGuard[i]. A set being filled for a swap carries
-// setTempSuffix. Every set whose name starts with setPrefixV4 or setPrefixV6
+// policy.Direction.ServiceGuard[i]. Daemons before netlink ipsets filled a
+// set for a swap under its name plus setTempSuffix; such a leftover is still
+// podwall's (its prefix says so) and Remove and Inspect treat it like any
+// other podwall set. Every set whose name starts with setPrefixV4 or setPrefixV6
 // belongs to podwall. Names stay within ipset's limit of 31 characters:
 // "pw6-guard<i>-g4294967295-tmp" is 25 plus the digits of i.
 const (
