@@ -1,16 +1,21 @@
 package dataplane
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
 	"testing"
 
 	"github.com/podwall/podwall/daemon/policy"
 )
 
 // BenchmarkApply measures one Apply in a real netns: a structure change (a
-// new generation: sets created over netlink, iptables-nft-restore for the
-// families whose rules change, old sets destroyed), a change of set members
-// only (netlink messages for the members that change), and an unchanged
-// spec.
+// new generation: sets created over netlink, the rules of the families
+// that change switched in one nf_tables transaction, old sets destroyed), a
+// change of set members only (netlink messages for the members that
+// change), and an unchanged spec. path=netlink is the Manager as it is;
+// path=restore switches rules as it used to, with one iptables-nft-restore
+// process per family.
 func BenchmarkApply(b *testing.B) {
 	bed := newTestbed(b, false)
 	both := renderCases[3].spec // "both": two chains per family, three sets
@@ -32,13 +37,88 @@ func BenchmarkApply(b *testing.B) {
 		{"members", both, otherMembers},
 		{"unchanged", both, both},
 	} {
-		b.Run(bc.name, func(b *testing.B) {
+		for _, path := range benchPaths {
+			b.Run(bc.name+"/path="+path.name, func(b *testing.B) {
+				m := newManager(b)
+				m.restoreRules = path.restore
+				mustApply(b, m, bed.srv, bc.a)
+				specs := [2]Spec{bc.b, bc.a}
+				i := 0
+				for b.Loop() {
+					mustApply(b, m, bed.srv, specs[i%2])
+					i++
+				}
+			})
+		}
+	}
+}
+
+// benchPaths are the two ways a Manager can switch rules.
+var benchPaths = []struct {
+	name    string
+	restore bool
+}{{"restore", true}, {"netlink", false}}
+
+// BenchmarkFirstApply measures the CNI ADD case: the first Apply of the
+// "both" firewall into a new netns without a filter table (netns
+// pwnl-<random>-first, made and deleted outside the timed part).
+func BenchmarkFirstApply(b *testing.B) {
+	needRoot(b)
+	spec := renderCases[3].spec
+	for _, path := range benchPaths {
+		b.Run("path="+path.name, func(b *testing.B) {
 			m := newManager(b)
-			mustApply(b, m, bed.srv, bc.a)
-			specs := [2]Spec{bc.b, bc.a}
+			m.restoreRules = path.restore
+			var id [3]byte
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				rand.Read(id[:])
+				name := "pwnl-" + hex.EncodeToString(id[:]) + "-first"
+				run(b, "ip", "netns", "add", name)
+				b.StartTimer()
+				mustApply(b, m, "/run/netns/"+name, spec)
+				b.StopTimer()
+				m.Forget("/run/netns/" + name)
+				run(b, "ip", "netns", "del", name)
+				b.StartTimer()
+			}
+		})
+	}
+}
+
+// BenchmarkApplyPods measures structure changes the way a policy change
+// reaches a node: one Apply per pod, over several pods (16 netns,
+// pwnl-<random>-pod<i>, no links) in turn, rather than one netns over and
+// over (where the kernel makes each nf_tables transaction wait for the
+// deferred destruction of the previous one's rules).
+func BenchmarkApplyPods(b *testing.B) {
+	needRoot(b)
+	var id [3]byte
+	rand.Read(id[:])
+	var paths []string
+	for i := range 16 {
+		name := fmt.Sprintf("pwnl-%s-pod%d", hex.EncodeToString(id[:]), i)
+		run(b, "ip", "netns", "add", name)
+		b.Cleanup(func() { run(b, "ip", "netns", "del", name) })
+		paths = append(paths, "/run/netns/"+name)
+	}
+	both := renderCases[3].spec
+	moreRules := both
+	moreRules.Firewall = &policy.Firewall{
+		Ingress: isolated(append(both.Firewall.Ingress.Rules, rule(from("10.1.0.0/24"), tcp(9090)))...),
+		Egress:  both.Firewall.Egress,
+	}
+	for _, path := range benchPaths {
+		b.Run("structure/path="+path.name, func(b *testing.B) {
+			m := newManager(b)
+			m.restoreRules = path.restore
+			for _, p := range paths {
+				mustApply(b, m, p, both)
+			}
+			specs := [2]Spec{moreRules, both}
 			i := 0
 			for b.Loop() {
-				mustApply(b, m, bed.srv, specs[i%2])
+				mustApply(b, m, paths[i%len(paths)], specs[(i/len(paths))%2])
 				i++
 			}
 		})

@@ -29,7 +29,7 @@ import (
 // sets that are valid hash:net contents, and rules that reference exactly
 // the sets it returns. As root it then applies two random specs in turn to
 // one scratch netns (pwfz-<pid>-<random>, created once per fuzzing process,
-// with no links) and checks each: iptables-nft-restore and ipset must accept
+// with no links) and checks each: the nf_tables writer and ipset must accept
 // what Render wrote, and what is in force must be what Render wants.
 func FuzzRender(f *testing.F) {
 	f.Add([]byte{}, uint32(0))

@@ -107,7 +107,7 @@ func (e *ipsetError) Error() string {
 }
 
 // busy reports whether the kernel refused because the set is still
-// referenced: after iptables-nft-restore replaced the rules using a set, the
+// referenced: after a transaction replaced the rules using a set, the
 // kernel drops their references only after an RCU grace period.
 func (e *ipsetError) busy() bool {
 	return e.errno == ipsetErrBusy || e.errno == ipsetErrReferenced || e.errno == unix.EBUSY

@@ -48,10 +48,11 @@ func (e *DriftError) Error() string {
 	return fmt.Sprintf("firewall of %s in %s drifted from generation %d: %s%s", e.Pod, e.Netns, e.Generation, strings.Join(d, "; "), more)
 }
 
-// binaries are the absolute paths of the commands the Manager runs. Sets
-// need none: they are made over netlink (ipsetnl.go).
+// binaries are the absolute paths of the commands the Manager runs: only
+// the save commands, to read rules. Sets and rules need none: they are
+// written over netlink (ipsetnl.go, nftrules.go).
 type binaries struct {
-	restore [2]string // iptables-nft-restore, ip6tables-nft-restore
+	restore [2]string // iptables-nft-restore, ip6tables-nft-restore: only with Manager.restoreRules
 	save    [2]string // iptables-nft-save, ip6tables-nft-save
 }
 
@@ -67,6 +68,12 @@ type Manager struct {
 	// over netlink, for tests.
 	execs      atomic.Int64
 	netlinkOps atomic.Int64
+	// nftBatches counts the nf_tables transactions committed, for tests.
+	nftBatches atomic.Int64
+	// restoreRules makes the Manager switch rules the way it did before
+	// nftrules.go, with iptables-nft-restore processes; only benchmarks and
+	// tests comparing the two set it.
+	restoreRules bool
 
 	mu    sync.Mutex
 	netns map[string]*netnsState
@@ -102,8 +109,11 @@ func (s *netnsState) want(spec Spec) *rendered {
 // netns mounted at a path the Manager remembers is not mistaken for the old.
 type netnsID struct{ dev, ino uint64 }
 
-// NewManager finds iptables-nft-restore, ip6tables-nft-restore and their
-// save counterparts, in PATH or the usual sbin directories.
+// NewManager finds iptables-nft-save and ip6tables-nft-save, which Inspect,
+// Check and an Apply without memory of the netns read rules with, in PATH
+// or the usual sbin directories. Rules are written over nf_tables netlink
+// (nftrules.go); iptables-nft-restore and ip6tables-nft-restore are looked
+// up too, for comparisons only, and may be missing.
 func NewManager() (*Manager, error) {
 	var missing []string
 	find := func(name string) string {
@@ -114,7 +124,9 @@ func NewManager() (*Manager, error) {
 		return p
 	}
 	m := &Manager{netns: map[string]*netnsState{}}
-	m.bins.restore = [2]string{find("iptables-nft-restore"), find("ip6tables-nft-restore")}
+	for _, f := range families {
+		m.bins.restore[f], _ = lookPath([]string{"iptables-nft-restore", "ip6tables-nft-restore"}[f])
+	}
 	m.bins.save = [2]string{find("iptables-nft-save"), find("ip6tables-nft-save")}
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("dataplane needs %s: not found in PATH, /usr/sbin or /sbin", strings.Join(missing, ", "))
@@ -172,8 +184,15 @@ func (m *Manager) Forget(netnsPath string) {
 // It never lets through what neither the old nor the new firewall allows:
 // set members change in place over netlink, removals before additions (no
 // command runs); any other change writes a new generation of sets, switches
-// the rules to it in one iptables-nft-restore transaction per family and
-// only then destroys the old sets. An unchanged spec changes nothing.
+// the rules of both families to it in one nf_tables transaction, written
+// over netlink (nftrules.go, the same rules iptables-nft-restore would
+// write for renderTransition's text), and only then destroys the old sets:
+// a moment later, in the background, once the kernel has released them
+// (every later operation on the netns destroys them first, so Check and
+// Inspect never see them), except when spec isolates nothing, which
+// leaves no podwall object behind when Apply returns. An unchanged spec
+// changes nothing. A netns the Manager does not remember
+// is read first with iptables-nft-save (none when it has no filter table).
 func (m *Manager) Apply(ctx context.Context, netnsPath string, spec Spec) error {
 	if err := validateSpec(spec); err != nil {
 		return fmt.Errorf("apply firewall for %s: %w", spec.Pod, err)
@@ -207,7 +226,37 @@ func (m *Manager) Apply(ctx context.Context, netnsPath string, spec Spec) error 
 		}
 		return fmt.Errorf("apply firewall for %s in %s: %w", spec.Pod, netnsPath, err)
 	}
+	if s.known && len(s.stale) > 0 {
+		m.destroyStaleLater(netnsPath)
+	}
 	return nil
+}
+
+// staleSetDelay is how long destroyStaleLater waits before it tries: about
+// the time the kernel takes to release sets whose rules were replaced.
+const staleSetDelay = 20 * time.Millisecond
+
+// destroyStaleLater destroys, a moment from now and in the background, the
+// old sets of the netns at path that an Apply left behind. Every other
+// operation on the netns destroys them first too (they are serialised), so
+// only tools outside the Manager can see them in the meantime.
+func (m *Manager) destroyStaleLater(path string) {
+	go func() {
+		time.Sleep(staleSetDelay)
+		s := m.acquire(path)
+		defer m.release(path, s)
+		if !s.known || len(s.stale) == 0 {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = m.inNetns(ctx, path, func(x *executor) error {
+			if x.id != s.id {
+				return nil
+			}
+			return x.destroyStale(s) // what is left is retried by the next operation
+		})
+	}()
 }
 
 // apply runs in the netns; want is spec rendered in the remembered
@@ -256,8 +305,10 @@ func (m *Manager) apply(x *executor, s *netnsState, spec Spec, want *rendered) e
 }
 
 // Remove deletes everything podwall put in the netns, whatever the Manager
-// remembers: jumps to podwall chains, podwall chains, podwall sets. It
-// returns nil when the netns is gone.
+// remembers: jumps to podwall chains, podwall chains, podwall sets. It reads
+// the rules with iptables-nft-save (when there is a filter table) and
+// deletes them in one nf_tables transaction. It returns nil when the netns
+// is gone.
 func (m *Manager) Remove(ctx context.Context, netnsPath string) error {
 	s := m.acquire(netnsPath)
 	defer m.release(netnsPath, s)
@@ -273,12 +324,8 @@ func (m *Manager) Remove(ctx context.Context, netnsPath string) error {
 		if err != nil {
 			return err
 		}
-		for _, f := range families {
-			if in := renderTransition(table{}, got.tables[f]); in != "" {
-				if err := x.restore(f, in); err != nil {
-					return err
-				}
-			}
+		if err := x.switchRules([2]table{}, got.tables, [2]bool{true, true}); err != nil {
+			return errors.Join(err.errs()...)
 		}
 		_, err = x.destroySets(got.setNames())
 		return err
@@ -305,6 +352,9 @@ func (m *Manager) Check(ctx context.Context, netnsPath string, spec Spec) error 
 	}
 	var drift *DriftError
 	err = m.inNetns(ctx, netnsPath, func(x *executor) error {
+		if s.known && s.id == x.id {
+			_ = x.destroyStale(s) // sets it cannot destroy show as drift
+		}
 		got, err := x.inspect()
 		if err != nil {
 			return err
@@ -347,6 +397,9 @@ func (m *Manager) Inspect(ctx context.Context, netnsPath string) (*Ruleset, erro
 	}
 	var rs *Ruleset
 	err := m.inNetns(ctx, netnsPath, func(x *executor) error {
+		if s.known && s.id == x.id {
+			_ = x.destroyStale(s) // an Apply's old sets, unless still in use
+		}
 		got, err := x.inspect()
 		if err != nil {
 			return err
@@ -429,12 +482,23 @@ type executor struct {
 	m    *Manager
 	id   netnsID
 	conn *ipsetConn // opened on first use
+	// committed is set once an nf_tables transaction went to the kernel
+	// on conn.
+	committed bool
 }
 
 func (x *executor) close() {
-	if x.conn != nil {
-		x.conn.close()
+	if x.conn == nil {
+		return
 	}
+	if x.committed {
+		// Closing a netfilter netlink socket makes the kernel finish its
+		// deferred destruction of replaced rules first, an RCU grace period
+		// (15-20 ms here): let that wait happen off the caller's path.
+		go x.conn.close()
+		return
+	}
+	x.conn.close()
 }
 
 // ipset runs ops over netlink in the netns and returns the failures.
@@ -529,14 +593,9 @@ func (p *process) wait() (string, error) {
 	return p.stdout.String(), nil
 }
 
-func (x *executor) restore(f family, in string) error {
-	_, err := x.run(in, x.m.bins.restore[f], "--noflush")
-	return err
-}
-
 // restoreFamilies runs iptables-nft-restore --noflush with in[f] for each
 // family whose input is not empty, both at once, and returns each family's
-// error.
+// error. Only the comparison path (Manager.restoreRules) uses it.
 func (x *executor) restoreFamilies(in [2]string) [2]error {
 	var procs [2]*process
 	for _, f := range families {
@@ -609,7 +668,8 @@ func (x *executor) changeMembers(s *netnsState, want *rendered) error {
 
 // switchGeneration moves the netns from cur (its rules) and curSets (its
 // podwall sets) to want, a new generation: create and fill want's sets,
-// switch each family's rules in one transaction, destroy the old sets.
+// switch both families' rules in one nf_tables transaction, destroy the
+// old sets.
 func (x *executor) switchGeneration(s *netnsState, want *rendered, alias map[string]string, cur [2]table, curSets []string) error {
 	var wantSets, newSets []string // every set want uses; the ones made for it
 	var create []Set
@@ -633,29 +693,24 @@ func (x *executor) switchGeneration(s *netnsState, want *rendered, alias map[str
 		}
 	}
 	// A family whose rules do not change (no set of its family, the same
-	// rules) is left alone; the others switch at the same time, each in one
+	// rules) is left alone; the others switch together, in one nf_tables
 	// transaction.
-	var in [2]string
+	var change [2]bool
 	for _, f := range families {
-		if want.texts[f] != cur[f].text() {
-			in[f] = renderTransition(want.tables[f], cur[f])
-		}
+		change[f] = want.texts[f] != cur[f].text()
 	}
-	var errs []error
-	switched := false
-	results := x.restoreFamilies(in)
-	for _, f := range families {
-		if results[f] != nil {
-			errs = append(errs, fmt.Errorf("switch %s rules to generation %d: %w", f, want.gen, results[f]))
-		} else if in[f] != "" {
-			switched = true
-		}
-	}
-	if len(errs) > 0 {
+	if err := x.switchRules(want.tables, cur, change); err != nil {
 		s.forget() // inspect next time
-		if switched {
-			// One family runs the new generation, the other the old: both
-			// are complete firewalls. Converge next time.
+		var errs []error
+		for _, ferr := range err {
+			if ferr.err != nil {
+				errs = append(errs, fmt.Errorf("switch %s rules to generation %d: %w", ferr.what, want.gen, ferr.err))
+			}
+		}
+		if err.switched() {
+			// One family runs the new generation, the other the old (the
+			// restore path only): both are complete firewalls. Converge
+			// next time.
 			return errors.Join(errs...)
 		}
 		// The old firewall is in force.
@@ -669,7 +724,15 @@ func (x *executor) switchGeneration(s *netnsState, want *rendered, alias map[str
 		}
 	}
 	s.remember(x.id, want.gen, alias, want, old)
-	return x.destroyStale(s)
+	if x.m.restoreRules || len(want.sets) == 0 && want.texts == [2]string{} {
+		return x.destroyStale(s) // an open firewall leaves nothing behind
+	}
+	// The kernel releases the old sets only when its deferred destruction
+	// of the replaced rules has run, after an RCU grace period (15-20 ms
+	// here): Apply does not wait for that. The sets are destroyed in the
+	// background (destroyStaleLater), or by the next operation on the
+	// netns, whichever comes first.
+	return nil
 }
 
 // destroyStale destroys the old sets that are left over, if any.
@@ -727,7 +790,8 @@ func (x *executor) destroySets(names []string) ([]string, error) {
 }
 
 // setBusyWaits are the pauses before each retry of destroying a set the
-// kernel refused because it is still referenced: after iptables-nft-restore
+// kernel refused because it is still referenced: after a transaction
 // replaced the rules using a set, the kernel drops their references only
-// after an RCU grace period.
-var setBusyWaits = []time.Duration{5 * time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond, 150 * time.Millisecond}
+// in its deferred destruction of the old rules, after an RCU grace period
+// (15-20 ms on the test VM).
+var setBusyWaits = []time.Duration{500 * time.Microsecond, time.Millisecond, time.Millisecond, 2 * time.Millisecond, 2 * time.Millisecond, 4 * time.Millisecond, 8 * time.Millisecond, 16 * time.Millisecond, 32 * time.Millisecond, 64 * time.Millisecond, 150 * time.Millisecond}

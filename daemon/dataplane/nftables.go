@@ -10,10 +10,6 @@ import (
 // filter table at all. A pod netns the ENI plugin just made has none, and
 // then there is nothing for iptables-nft-save to print — a process start
 // (~10 ms here) saved per family on every CNI ADD.
-const (
-	nftMsgGetTable = 1 // NFT_MSG_GETTABLE
-	nftaTableName  = 1 // NFTA_TABLE_NAME
-)
 
 // filterTables reports, per family, whether the netns has an nf_tables
 // table named "filter" (where iptables-nft keeps its filter table).

@@ -39,15 +39,15 @@ func TestFilterTables(t *testing.T) {
 }
 
 // TestFirstApplyInNewNetns: a netns without filter tables is known empty
-// without running iptables-nft-save; the first Apply runs only the two
-// restores.
+// without running iptables-nft-save; the first Apply runs no command at
+// all: its rules go in one nf_tables transaction.
 func TestFirstApplyInNewNetns(t *testing.T) {
 	t.Parallel()
 	bed := newTestbed(t, true)
 	m := newManager(t)
 	mustApply(t, m, bed.srv, ingressSpec(cliV4+"/32"))
-	if n := m.execs.Load(); n != 2 {
-		t.Errorf("the first apply in a new netns ran %d commands, want 2 (one iptables-nft-restore per family)", n)
+	if n, b := m.execs.Load(), m.nftBatches.Load(); n != 0 || b != 1 {
+		t.Errorf("the first apply in a new netns ran %d commands and %d nf_tables transactions, want 0 and 1", n, b)
 	}
 	expect(t, bed.cli,
 		probe{"tcp", cliV4, hostPort(srvV4, "8080"), true},

@@ -25,9 +25,56 @@ import (
 //	-F PODWALL-EGRESS
 //	-X PODWALL-EGRESS
 //	COMMIT
+//
+// The Manager no longer runs this text: it writes the same transition,
+// planned by planTransition, over nf_tables netlink (nftrules.go). The text
+// stays the reference the tests compare that writer with.
 func renderTransition(want, cur table) string {
-	if len(want.chains) == 0 && len(cur.chains) == 0 && len(cur.jumps) == 0 {
+	t, ok := planTransition(want, cur)
+	if !ok {
 		return ""
+	}
+	var b strings.Builder
+	b.WriteString("*filter\n")
+	for _, name := range t.declare {
+		fmt.Fprintf(&b, ":%s - [0:0]\n", name)
+	}
+	for _, j := range t.deleteJumps {
+		fmt.Fprintf(&b, "-D %s %s\n", j.from, j.spec)
+	}
+	for _, j := range t.insertJumps {
+		fmt.Fprintf(&b, "-I %s %d %s\n", j.from, j.pos, j.spec)
+	}
+	for _, r := range t.rules {
+		b.WriteString(r)
+		b.WriteByte('\n')
+	}
+	for _, name := range t.gone {
+		fmt.Fprintf(&b, "-F %s\n", name)
+	}
+	for _, name := range t.gone {
+		fmt.Fprintf(&b, "-X %s\n", name)
+	}
+	b.WriteString("COMMIT\n")
+	return b.String()
+}
+
+// transition is the change renderTransition describes, step by step, in
+// the order both the text and the netlink writer perform it.
+type transition struct {
+	declare     []string // want's chains: created, or flushed when they exist
+	deleteJumps []jump   // jumps of cur to delete, in cur's order
+	insertJumps []jump   // want's jumps to insert at position 1
+	rules       []string // want's rules, "-A <chain> ..." lines
+	gone        []string // podwall chains of cur want does not have: flushed, then deleted
+}
+
+// planTransition plans the transition from cur to want; false when both
+// are empty and there is nothing to do.
+func planTransition(want, cur table) (transition, bool) {
+	var t transition
+	if len(want.chains) == 0 && len(cur.chains) == 0 && len(cur.jumps) == 0 {
+		return t, false
 	}
 	jumpsTo := map[string]int{}
 	for _, j := range cur.jumps {
@@ -40,42 +87,29 @@ func renderTransition(want, cur table) string {
 		}
 	}
 	wanted := map[string]bool{}
-	var b strings.Builder
-	b.WriteString("*filter\n")
 	for _, c := range want.chains {
 		wanted[c.name] = true
-		fmt.Fprintf(&b, ":%s - [0:0]\n", c.name)
+		t.declare = append(t.declare, c.name)
 	}
 	for _, j := range cur.jumps {
 		if !kept[j] {
-			fmt.Fprintf(&b, "-D %s %s\n", j.from, j.spec)
+			t.deleteJumps = append(t.deleteJumps, j)
 		}
 	}
 	for _, w := range want.jumps {
 		if !kept[w] {
-			fmt.Fprintf(&b, "-I %s %d %s\n", w.from, w.pos, w.spec)
+			t.insertJumps = append(t.insertJumps, w)
 		}
 	}
 	for _, c := range want.chains {
-		for _, r := range c.rules {
-			b.WriteString(r)
-			b.WriteByte('\n')
-		}
+		t.rules = append(t.rules, c.rules...)
 	}
-	var gone []string
 	for _, c := range cur.chains {
 		if !wanted[c.name] {
-			gone = append(gone, c.name)
+			t.gone = append(t.gone, c.name)
 		}
 	}
-	for _, name := range gone {
-		fmt.Fprintf(&b, "-F %s\n", name)
-	}
-	for _, name := range gone {
-		fmt.Fprintf(&b, "-X %s\n", name)
-	}
-	b.WriteString("COMMIT\n")
-	return b.String()
+	return t, true
 }
 
 // setCreationOps returns the ipset commands that create sets and fill

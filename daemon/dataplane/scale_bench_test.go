@@ -77,7 +77,8 @@ func BenchmarkRenderLarge(b *testing.B) {
 // BenchmarkApplyLarge applies such a firewall in a real netns (root; netns
 // pw-bnmb-<random>, no interfaces): a change of one set member (a netlink
 // del and add), a change of rules (a new generation: every set created and
-// filled over netlink, iptables-nft-restore), and an unchanged spec, with
+// filled over netlink, the rules switched in one nf_tables transaction, or
+// with iptables-nft-restore for path=restore), and an unchanged spec, with
 // peer sets of 1000 and 8000 addresses.
 func BenchmarkApplyLarge(b *testing.B) {
 	if os.Geteuid() != 0 {
@@ -105,27 +106,30 @@ func BenchmarkApplyLarge(b *testing.B) {
 			{"structure", largeSpec(n, true, false)},
 			{"unchanged", base},
 		} {
-			b.Run(fmt.Sprintf("members=%d/%s", n, bc.name), func(b *testing.B) {
-				m, err := NewManager()
-				if err != nil {
-					b.Fatal(err)
-				}
-				ctx := context.Background()
-				specs := [2]Spec{bc.other, base}
-				if err := m.Apply(ctx, path, base); err != nil {
-					b.Fatal(err)
-				}
-				i := 0
-				for b.Loop() {
-					if err := m.Apply(ctx, path, specs[i%2]); err != nil {
+			for _, p := range benchPaths {
+				b.Run(fmt.Sprintf("members=%d/%s/path=%s", n, bc.name, p.name), func(b *testing.B) {
+					m, err := NewManager()
+					if err != nil {
 						b.Fatal(err)
 					}
-					i++
-				}
-				if err := m.Remove(ctx, path); err != nil {
-					b.Fatal(err)
-				}
-			})
+					m.restoreRules = p.restore
+					ctx := context.Background()
+					specs := [2]Spec{bc.other, base}
+					if err := m.Apply(ctx, path, base); err != nil {
+						b.Fatal(err)
+					}
+					i := 0
+					for b.Loop() {
+						if err := m.Apply(ctx, path, specs[i%2]); err != nil {
+							b.Fatal(err)
+						}
+						i++
+					}
+					if err := m.Remove(ctx, path); err != nil {
+						b.Fatal(err)
+					}
+				})
+			}
 		}
 	}
 }
