@@ -3,9 +3,9 @@ package syncer
 import gosync "sync"
 
 // maxParallelApplies bounds the applies one sync runs at once. An apply
-// mostly waits for the ipset and iptables-nft-restore processes it runs and
-// for the kernel, so a few in flight overlap that waiting without flooding
-// the node with processes.
+// mostly waits for the kernel (netlink transactions, an iptables-nft-save
+// process when a netns is not remembered), so a few in flight overlap that
+// waiting without flooding the node.
 const maxParallelApplies = 8
 
 // forEachParallel calls fn(i) for every i in [0, n), at most limit calls at

@@ -24,9 +24,9 @@ const dataplaneRetry = 30 * time.Second
 // dataplaneCheck is podwalld's self-test of its dataplane: the real
 // Manager applies a small firewall (both families, an ipset, a node set) in
 // a scratch network namespace, checks that what is in force there is
-// exactly what it rendered, and removes it. It proves iptables-nft-restore,
-// iptables-nft-save, ip6tables and ipset are present and work here (kernel
-// modules, nf_tables, capabilities). Until it passes the daemon is not
+// exactly what it rendered, and removes it. It proves that its nf_tables
+// and ipset netlink writes and iptables-nft-save / ip6tables-nft-save work
+// here (kernel modules, nf_tables, capabilities). Until it passes the daemon is not
 // ready: /readyz answers 503 and CNI ADD and STATUS "try again later".
 type dataplaneCheck struct {
 	data   *dataplane.Manager
