@@ -2,6 +2,7 @@ package policy
 
 import (
 	"cmp"
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -310,6 +311,10 @@ type peerMatch struct {
 	// named caches, per named port, the address set of each port number it
 	// resolves to.
 	named map[namedPort]map[Port]*netipx.IPSet
+	// namedHosts, when set, gives namedPortSets the addresses per port
+	// number instead of a walk over the destinations (the persistent
+	// Compiler keeps them per namespace).
+	namedHosts func(namedPort) map[Port][]netip.Addr
 }
 
 func (m *peerMatch) destinations() []*peerPod {
@@ -325,14 +330,13 @@ func (m *peerMatch) namedPortSets(n namedPort) map[Port]*netipx.IPSet {
 	if sets, ok := m.named[n]; ok {
 		return sets
 	}
-	hosts := make(map[Port][]netip.Addr)
-	for _, d := range m.destinations() {
-		for _, cp := range d.pod.Ports {
-			if cp.Name != n.name || cp.Protocol != n.protocol || cp.Port <= 0 {
-				continue
-			}
-			port := Port{Protocol: cp.Protocol, Port: cp.Port}
-			hosts[port] = append(hosts[port], d.addrs...)
+	var hosts map[Port][]netip.Addr
+	if m.namedHosts != nil {
+		hosts = m.namedHosts(n)
+	} else {
+		hosts = make(map[Port][]netip.Addr)
+		for _, d := range m.destinations() {
+			hosts = appendNamedHosts(hosts, d, n)
 		}
 	}
 	sets := make(map[Port]*netipx.IPSet, len(hosts))
@@ -346,6 +350,19 @@ func (m *peerMatch) namedPortSets(n namedPort) map[Port]*netipx.IPSet {
 	}
 	m.named[n] = sets
 	return sets
+}
+
+// appendNamedHosts adds the addresses of d to hosts under each port number
+// named port n resolves to on d.
+func appendNamedHosts(hosts map[Port][]netip.Addr, d *peerPod, n namedPort) map[Port][]netip.Addr {
+	for _, cp := range d.pod.Ports {
+		if cp.Name != n.name || cp.Protocol != n.protocol || cp.Port <= 0 {
+			continue
+		}
+		port := Port{Protocol: cp.Protocol, Port: cp.Port}
+		hosts[port] = append(hosts[port], d.addrs...)
+	}
+	return hosts
 }
 
 // selectionKey identifies a selector peer's match: its selectors in
@@ -516,13 +533,39 @@ func (c *compiler) selectPods(peer *parsedPeer, policyNS string, fn func(*peerPo
 }
 
 // hostSet returns the set of the given addresses (valid ones, as host
-// prefixes); it sorts addrs. Sorted with a generic sort first, the addresses
-// cost netipx's normalisation (a reflection-based sort of every range) a
-// single pass instead of a sort of thousands of pod addresses.
+// prefixes); it may reorder addrs. IPv4 addresses are sorted as integers and
+// merged into ranges before they reach netipx's builder, whose
+// normalisation (a reflection-based sort of every range) then costs a
+// single pass; IPv6 addresses are sorted with a generic sort first.
 func hostSet(addrs []netip.Addr) *netipx.IPSet {
-	slices.SortFunc(addrs, netip.Addr.Compare)
+	v4 := make([]uint32, 0, len(addrs))
+	v6 := addrs[:0]
+	for _, a := range addrs {
+		switch {
+		case !a.IsValid():
+		case a.Is4():
+			b := a.As4()
+			v4 = append(v4, binary.BigEndian.Uint32(b[:]))
+		default:
+			v6 = append(v6, a)
+		}
+	}
+	slices.Sort(v4)
+	v4 = slices.Compact(v4)
 	var b netipx.IPSetBuilder
-	addHosts(&b, slices.Compact(addrs))
+	for i := 0; i < len(v4); {
+		j := i
+		for j+1 < len(v4) && v4[j+1] == v4[j]+1 {
+			j++
+		}
+		var from, to [4]byte
+		binary.BigEndian.PutUint32(from[:], v4[i])
+		binary.BigEndian.PutUint32(to[:], v4[j])
+		b.AddRange(netipx.IPRangeFrom(netip.AddrFrom4(from), netip.AddrFrom4(to)))
+		i = j + 1
+	}
+	slices.SortFunc(v6, netip.Addr.Compare)
+	addHosts(&b, slices.Compact(v6))
 	set, _ := b.IPSet() // only valid addresses are added
 	return set
 }

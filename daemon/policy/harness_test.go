@@ -117,8 +117,16 @@ func compileCluster(t *testing.T, c *cluster, policies ...*networkingv1.NetworkP
 			}
 		}
 	}
-	w.result = Compile(c.state(policies...), local)
+	st := c.state(policies...)
+	w.result = Compile(st, local)
 	checkInvariants(t, w.result)
+	// The persistent compiler agrees, after compiling the cluster without
+	// policies first.
+	pc := NewCompiler()
+	pc.Compile(c.state(), local)
+	if diff := resultDiff(pc.Compile(st, local), w.result); diff != "" {
+		t.Fatalf("persistent compiler differs from Compile: %s", diff)
+	}
 	return w
 }
 

@@ -37,6 +37,9 @@ type parsedPolicy struct {
 	// defaulted).
 	isolates [2]bool
 	rules    [2][]*parsedRule
+	// used is the persistent Compiler's last call in which the policy
+	// selected a local pod (incremental.go).
+	used uint64
 }
 
 // selects reports whether the policy selects pod (which must be in the
@@ -61,6 +64,9 @@ type parsedRule struct {
 	// resolved is the rule's peer set, computed once per Compile call and
 	// shared by every local pod the policy selects.
 	resolved *resolvedRule
+	// memo is the persistent Compiler's resolution, kept between calls
+	// while the matches it came from are current (incremental.go).
+	memo *ruleMemo
 }
 
 // parsedPeer is one from/to entry: either selectors or an ipBlock.
@@ -70,6 +76,13 @@ type parsedPeer struct {
 	namespaceSelector labels.Selector
 	// block is the ipBlock's cidr minus its excepts; nil for selector peers.
 	block *netipx.IPSet
+
+	// The persistent Compiler's keys for the peer's match, computed on
+	// first use (incremental.go): selKey for selectors, blockKey for an
+	// ipBlock.
+	keyDone  bool
+	selKey   selectionKey
+	blockKey string
 }
 
 // namedPort is a port entry that names a container port.

@@ -2,7 +2,9 @@ package policy
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -28,6 +30,106 @@ func BenchmarkCompileScale(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkCompileIncremental recompiles the 110 local pods of the 10k-pod
+// cluster (1k namespaces, 1k policies) after one change, with a fresh
+// Compile (compiler=fresh) and with a persistent Compiler (compiler=
+// persistent). Each iteration switches between two states that differ by
+// the change, as a source's snapshots do: pod-relabel (one remote pod, a
+// new pointer), pod-add (a remote pod in a namespace cross-namespace rules
+// admit), namespace-relabel (one namespace's env label), policy (one
+// policy's peer selector), local-pointers (the local pods republished
+// under new pointers with the same content, as the syncer does on every
+// sync) and none (the same state again). It reports; it asserts nothing
+// about time.
+func BenchmarkCompileIncremental(b *testing.B) {
+	for _, change := range []string{"pod-relabel", "pod-add", "namespace-relabel", "policy", "local-pointers", "none"} {
+		states := incrementalStates(change)
+		for _, persistent := range []bool{false, true} {
+			name := "fresh"
+			if persistent {
+				name = "persistent"
+			}
+			b.Run(fmt.Sprintf("change=%s/compiler=%s", change, name), func(b *testing.B) {
+				compile := Compile
+				if persistent {
+					compile = NewCompiler().Compile
+				}
+				for _, s := range states {
+					compile(s.state, s.local)
+				}
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					s := states[i%len(states)]
+					compile(s.state, s.local)
+					i++
+				}
+			})
+		}
+	}
+}
+
+type benchmarkStep struct {
+	state *State
+	local []LocalPod
+}
+
+// incrementalStates returns the two states BenchmarkCompileIncremental
+// switches between for a change (one state for "none").
+func incrementalStates(change string) []benchmarkStep {
+	st, local := benchmarkState(10_000, 1000, 1000, 110)
+	if change == "none" {
+		return []benchmarkStep{{st, local}}
+	}
+	next := *st
+	nextLocal := local
+	switch change {
+	case "pod-relabel":
+		// Pod 1001 is not local (local pods are 1, 91, 181, ...); it is
+		// in namespace ns-0001, where policy-0001 admits app1 to the local
+		// pods 1 and 9001.
+		next.Pods = slices.Clone(st.Pods)
+		p := *next.Pods[1001]
+		p.Labels = map[string]string{"app": "app2", "tier": "backend"}
+		next.Pods[1001] = &p
+	case "pod-add":
+		// A new pod in ns-0002 (env=prod), so in the peers of every egress
+		// rule to env=prod and every egress rule to any pod on a named
+		// port.
+		next.Pods = append(slices.Clone(st.Pods), &Pod{Namespace: "ns-0002", Name: "new", UID: "uid-new",
+			Labels: map[string]string{"app": "app2", "tier": "frontend"},
+			Ports:  []ContainerPort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 8080}},
+			IPs:    []netip.Addr{netip.MustParseAddr("10.0.200.1")}, Phase: corev1.PodRunning})
+	case "namespace-relabel":
+		next.Namespaces = slices.Clone(st.Namespaces)
+		ns := *next.Namespaces[5]
+		ns.Labels = maps.Clone(ns.Labels)
+		ns.Labels["env"] = "dev"
+		next.Namespaces[5] = &ns
+	case "policy":
+		// policy-0001 (a same-namespace selector) selects local pod 1.
+		next.Policies = slices.Clone(st.Policies)
+		np := next.Policies[1].DeepCopy()
+		np.Spec.Ingress[0].From[0].PodSelector.MatchLabels = map[string]string{"app": "app7"}
+		next.Policies[1] = np
+	case "local-pointers":
+		next.Pods = slices.Clone(st.Pods)
+		nextLocal = make([]LocalPod, len(local))
+		byPod := make(map[*Pod]*Pod)
+		for i, lp := range local {
+			p := *lp.Pod
+			byPod[lp.Pod] = &p
+			nextLocal[i] = LocalPod{Key: lp.Key, Pod: &p}
+		}
+		for i, p := range next.Pods {
+			if cp, ok := byPod[p]; ok {
+				next.Pods[i] = cp
+			}
+		}
+	}
+	return []benchmarkStep{{st, local}, {&next, nextLocal}}
 }
 
 // BenchmarkCompileSelectAll compiles the datapath benchmark's policy for one

@@ -134,6 +134,10 @@ type Syncer struct {
 	stats Stats
 
 	waiters syncWaiters // the syncs DEL and GC wait for (waiters.go)
+
+	// compiler keeps the policy compiler's work between syncs, so that a
+	// sync costs what changed since the last one (its zero value is ready).
+	compiler policy.Compiler
 }
 
 // Stats are counters for the status API.
@@ -509,7 +513,7 @@ func (s *Syncer) SyncAll(ctx context.Context) {
 // compile runs the compiler over the current state for the given attachments.
 func (s *Syncer) compile(targets []*attachment) (map[string]*policy.Firewall, []error) {
 	state, locals := s.localState(targets)
-	res := policy.Compile(state, locals)
+	res := s.compiler.Compile(state, locals)
 	s.recordServices(targets, res)
 	return res.Firewalls, res.Problems
 }
