@@ -12,8 +12,10 @@ import (
 // set. Issue 6 asks for an RSS of at most 64 MiB with 10k pods, 1k
 // namespaces, 1k policies and 1k Services in the cluster. The limit bounds
 // what the runtime manages (heap, stacks, its own metadata), not the
-// binary's resident code and read-only data (about 44 MiB of podwalld's RSS
-// at that scale, measured in /proc/PID/smaps). The Kubernetes source keeps
+// binary's resident code and read-only data (about 24 MiB of podwalld's RSS
+// at that scale, RssFile in /proc/PID/status; 42 MiB while the Kubernetes
+// source used client-go's clientset: TestDaemonRSS in daemon/source/kube
+// measures both). The Kubernetes source keeps
 // about 15 MiB of heap there (BenchmarkAPIServerMemory in
 // daemon/source/kube) and the whole daemon, without local pods, about
 // 16 MiB (its heap profile), so 48 MiB leaves the local pods' firewalls and

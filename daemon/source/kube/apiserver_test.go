@@ -18,7 +18,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/podwall/podwall/daemon/policy"
@@ -86,13 +86,18 @@ func (b *logBuffer) String() string {
 	return b.buf.String()
 }
 
-// runAgainst runs a source for node on client until the test ends and
-// waits for its first sync. logs, when not nil, gets the source's log too.
-func runAgainst(t *testing.T, client kubernetes.Interface, node string, static []netip.Prefix, onNodeAddrs func([]netip.Addr), logs *logBuffer) *Source {
+// runAgainst runs a source for node on the API server cfg names, through
+// NewClient as podwalld does, until the test ends and waits for its first
+// sync. logs, when not nil, gets the source's log too.
+func runAgainst(t *testing.T, cfg *rest.Config, node string, static []netip.Prefix, onNodeAddrs func([]netip.Addr), logs *logBuffer) *Source {
 	t.Helper()
 	log := testLogger(t)
 	if logs != nil {
 		log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	client, err := NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
 	}
 	src := New(client, node, log)
 	src.SetServiceCIDRs(static)
@@ -149,7 +154,7 @@ func TestAPIServerServices(t *testing.T) {
 	createNamespace(t, c, ns)
 	client := c.Client()
 	static := []netip.Prefix{netip.MustParsePrefix("fd00:205::/108")}
-	src := runAgainst(t, client, "pwn-node-a", static, nil, nil)
+	src := runAgainst(t, c.RestConfig(), "pwn-node-a", static, nil, nil)
 
 	proxy := corev1.LoadBalancerIPModeProxy
 	services := client.CoreV1().Services(ns)
@@ -249,7 +254,7 @@ func TestAPIServerControllerSlices(t *testing.T) {
 		t.Fatal(err)
 	}
 	client := c.Client()
-	src := runAgainst(t, client, node, nil, nil, nil)
+	src := runAgainst(t, c.RestConfig(), node, nil, nil, nil)
 	if _, err := client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "web"},
 		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"},
@@ -335,9 +340,9 @@ func TestAPIServerServiceCIDRsForbidden(t *testing.T) {
 		{"with servicecidrs", "pwn-cidrs", withCIDRs, []netip.Prefix{apiServiceCIDR, static[0]}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			client := accountClient(t, c, tc.account, tc.rules)
+			cfg := accountConfig(t, c, tc.account, tc.rules)
 			var logs logBuffer
-			src := runAgainst(t, client, "pwn-node-rbac", static, nil, &logs)
+			src := runAgainst(t, cfg, "pwn-node-rbac", static, nil, &logs)
 			if err := src.Ready(); err != nil {
 				t.Fatalf("Ready() = %v", err)
 			}
@@ -369,7 +374,7 @@ func TestAPIServerNodeAddrs(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var calls []string
-	src := runAgainst(t, c.Client(), node, nil, func(a []netip.Addr) {
+	src := runAgainst(t, c.RestConfig(), node, nil, func(a []netip.Addr) {
 		mu.Lock()
 		defer mu.Unlock()
 		calls = append(calls, fmt.Sprint(a))
@@ -416,9 +421,9 @@ func TestAPIServerNodeAddrs(t *testing.T) {
 	waitFor(t, "no addresses after the node is deleted", func() bool { return last() == "[]" })
 }
 
-// accountClient returns a client authenticated as ServiceAccount
+// accountConfig returns a client config authenticated as ServiceAccount
 // kube-system/account, bound to a ClusterRole with rules only.
-func accountClient(t *testing.T, c *cluster.Cluster, account string, rules []rbacv1.PolicyRule) kubernetes.Interface {
+func accountConfig(t *testing.T, c *cluster.Cluster, account string, rules []rbacv1.PolicyRule) *rest.Config {
 	t.Helper()
 	ctx := context.Background()
 	rbac := c.Client().RbacV1()
@@ -440,11 +445,7 @@ func accountClient(t *testing.T, c *cluster.Cluster, account string, rules []rba
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return client
+	return cfg
 }
 
 // withoutControllerSlices drops the EndpointSlice controller's slices

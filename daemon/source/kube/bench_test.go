@@ -28,7 +28,7 @@ const (
 // managed-by labels, annotations), so that the transform's trimming counts.
 func benchSource(b *testing.B) *Source {
 	b.Helper()
-	s := New(fake.NewClientset(), testNode, nil)
+	s := New(clientOf(fake.NewClientset()), testNode, nil)
 	add := func(informer cache.SharedIndexInformer, k kind, obj any) {
 		stripped, err := transform(obj)
 		if err != nil {

@@ -1,7 +1,8 @@
-// Package kube is the Kubernetes policy source: client-go shared informers
-// watch every Pod of the cluster (peers on other nodes matter), every
-// Namespace, NetworkPolicy, Service, EndpointSlice and ServiceCIDR, and the
-// source keeps a stripped copy of them (policy.Pod, policy.Namespace,
+// Package kube is the Kubernetes policy source: client-go informers, on REST
+// clients of the three API groups it reads (client.go), watch every Pod of
+// the cluster (peers on other nodes matter), every Namespace,
+// NetworkPolicy, Service, EndpointSlice and ServiceCIDR, and the source
+// keeps a stripped copy of them (policy.Pod, policy.Namespace,
 // defaulted and validated NetworkPolicies, policy.Service,
 // policy.EndpointSlice, the ServiceCIDR ranges) that the syncer reads as one
 // snapshot. It also watches this node's own Node object, whose addresses it
@@ -10,8 +11,10 @@
 // a rate-limited work queue to a single worker, which applies each change
 // to the maintained state and calls the caller's changed func, coalescing
 // bursts and skipping updates the compiler cannot see. It may import
-// client-go, daemon/source and daemon/policy; it must not import the
-// syncer, the server or the dataplane.
+// client-go (but not, outside tests, its clientset k8s.io/client-go/kubernetes,
+// its scheme or k8s.io/client-go/informers: client.go says why),
+// daemon/source and daemon/policy; it must not import the syncer, the
+// server or the dataplane.
 //
 // The informers' caches hold stripped objects only (see transform.go), so a
 // node can watch every pod of a large cluster in little memory: a pod is
@@ -42,11 +45,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/informers"
-	coreinformers "k8s.io/client-go/informers/core/v1"
-	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
-	networkinginformers "k8s.io/client-go/informers/networking/v1"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 
@@ -135,19 +134,18 @@ type watched struct {
 // Source is the Kubernetes policy source. Its methods are safe for
 // concurrent use; Run must be called once.
 type Source struct {
-	client   kubernetes.Interface
+	client   *Client
 	nodeName string
 	log      *slog.Logger
 
-	factory        informers.SharedInformerFactory
 	pods           cache.SharedIndexInformer
 	namespaces     cache.SharedIndexInformer
 	policies       cache.SharedIndexInformer
 	services       cache.SharedIndexInformer
 	endpointSlices cache.SharedIndexInformer
 	node           cache.SharedIndexInformer // this node's Node object only
-	// serviceCIDRs is not part of the factory: Run starts it only when
-	// ServiceCIDRs can be listed (see probeServiceCIDRs).
+	// serviceCIDRs runs only when ServiceCIDRs can be listed (see
+	// probeServiceCIDRs); Run starts the others in any case.
 	serviceCIDRs cache.SharedIndexInformer
 	cidrWatch    atomic.Int32 // a cidrWatch* value
 	watched      []watched
@@ -194,9 +192,9 @@ const (
 	cidrWatchUnavailable              // forbidden or not served: --service-cidr only
 )
 
-// New returns a source that watches the cluster client talks to. nodeName is
-// this node's name (LocalPods). Nothing is watched until Run.
-func New(client kubernetes.Interface, nodeName string, log *slog.Logger) *Source {
+// New returns a source that watches the cluster client talks to (NewClient).
+// nodeName is this node's name (LocalPods). Nothing is watched until Run.
+func New(client *Client, nodeName string, log *slog.Logger) *Source {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -204,9 +202,6 @@ func New(client kubernetes.Interface, nodeName string, log *slog.Logger) *Source
 		client:   client,
 		nodeName: nodeName,
 		log:      log.With("source", "kubernetes"),
-		// No periodic resync: the maintained state follows every event,
-		// and the syncer re-checks the local pods on its own schedule.
-		factory: informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(transform)),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[objectKey](100*time.Millisecond, 30*time.Second),
 			workqueue.TypedRateLimitingQueueConfig[objectKey]{Name: "podwalld-kubernetes-source"}),
@@ -223,39 +218,21 @@ func New(client kubernetes.Interface, nodeName string, log *slog.Logger) *Source
 		cidrsByObject:  map[string][]netip.Prefix{},
 		snapshot:       &policy.State{},
 	}
-	// The pod cache holds cachedPods (see podcache.go), listed by listPods
+	// Every informer strips what it stores (transform.go). The pod cache
+	// holds cachedPods (see podcache.go), listed by the streaming pod list
 	// (podlist.go). Only this node's pods are indexed (LocalPods).
-	s.pods = s.factory.InformerFor(&corev1.Pod{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
-		return cache.NewSharedIndexInformerWithOptions(podListWatch(c, s.cachePod), &corev1.Pod{}, cache.SharedIndexInformerOptions{
-			ResyncPeriod: resync,
-			Indexers:     cache.Indexers{nodeIndex: localPodIndexFunc(nodeName)},
-		})
+	s.pods = cache.NewSharedIndexInformerWithOptions(client.podListWatch(s.cachePod), &corev1.Pod{}, cache.SharedIndexInformerOptions{
+		Indexers: cache.Indexers{nodeIndex: localPodIndexFunc(nodeName)},
 	})
-	s.namespaces = s.factory.InformerFor(&corev1.Namespace{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
-		return coreinformers.NewNamespaceInformer(c, resync, cache.Indexers{})
+	s.namespaces = newInformer(client, namespaceResource, &corev1.Namespace{}, nil)
+	s.policies = newInformer(client, networkPolicyResource, &networkingv1.NetworkPolicy{}, nil)
+	s.services = newInformer(client, serviceResource, &corev1.Service{}, nil)
+	s.endpointSlices = newInformer(client, endpointSliceResource, &discoveryv1.EndpointSlice{}, nil)
+	s.node = newInformer(client, nodeResource, &corev1.Node{}, func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", nodeName).String()
 	})
-	s.policies = s.factory.InformerFor(&networkingv1.NetworkPolicy{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
-		return networkinginformers.NewNetworkPolicyInformer(c, metav1.NamespaceAll, resync, cache.Indexers{})
-	})
-	s.services = s.factory.InformerFor(&corev1.Service{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
-		return coreinformers.NewServiceInformer(c, metav1.NamespaceAll, resync, cache.Indexers{})
-	})
-	s.endpointSlices = s.factory.InformerFor(&discoveryv1.EndpointSlice{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
-		return discoveryinformers.NewEndpointSliceInformer(c, metav1.NamespaceAll, resync, cache.Indexers{})
-	})
-	s.node = s.factory.InformerFor(&corev1.Node{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
-		return coreinformers.NewFilteredNodeInformer(c, resync, cache.Indexers{}, func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", nodeName).String()
-		})
-	})
-	s.serviceCIDRs = networkinginformers.NewServiceCIDRInformer(client, 0, cache.Indexers{})
+	s.serviceCIDRs = newInformer(client, serviceCIDRResource, &networkingv1.ServiceCIDR{}, nil)
 	var errs []error
-	if err := s.pods.SetTransform(s.transformPod); err != nil {
-		errs = append(errs, fmt.Errorf("watch pods: %w", err))
-	}
-	if err := s.serviceCIDRs.SetTransform(transform); err != nil {
-		errs = append(errs, fmt.Errorf("watch servicecidrs: %w", err))
-	}
 	for _, w := range []watched{
 		{name: "pods", informer: s.pods, kind: kindPod},
 		{name: "namespaces", informer: s.namespaces, kind: kindNamespace},
@@ -265,6 +242,14 @@ func New(client kubernetes.Interface, nodeName string, log *slog.Logger) *Source
 		{name: "servicecidrs", informer: s.serviceCIDRs, kind: kindServiceCIDR},
 		{name: "node " + nodeName, informer: s.node, kind: kindNode},
 	} {
+		strip := transform
+		if w.kind == kindPod {
+			strip = s.transformPod
+		}
+		if err := w.informer.SetTransform(strip); err != nil {
+			errs = append(errs, fmt.Errorf("watch %s: %w", w.name, err))
+			continue
+		}
 		reg, err := w.informer.AddEventHandler(s.handler(w.kind))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("watch %s: %w", w.name, err))
@@ -288,6 +273,15 @@ func localPodIndexFunc(node string) cache.IndexFunc {
 		}
 		return []string{p.NodeName}, nil
 	}
+}
+
+// newInformer returns the informer of every object of r (of type obj), list
+// and watch options modified by tweak (nil for none), storing what
+// transform keeps. It has no periodic resync: the maintained state follows
+// every event, and the syncer re-checks the local pods on its own schedule.
+// New sets its transform.
+func newInformer(client *Client, r apiResource, obj runtime.Object, tweak func(*metav1.ListOptions)) cache.SharedIndexInformer {
+	return cache.NewSharedIndexInformerWithOptions(client.listWatch(r, tweak), obj, cache.SharedIndexInformerOptions{})
 }
 
 // Name describes the source for status output.
@@ -349,23 +343,23 @@ func (s *Source) Run(ctx context.Context, changed func()) {
 		s.log.Error("cannot watch the API server", "err", s.initErr)
 		return
 	}
-	defer s.factory.Shutdown() // waits for the informers to stop
+	var informers sync.WaitGroup
+	defer informers.Wait() // the informers stop when ctx ends
 	go func() {
 		<-ctx.Done()
 		s.queue.ShutDown()
 	}()
-	s.factory.StartWithContext(ctx)
+	for _, w := range s.watched {
+		if w.kind != kindServiceCIDR {
+			informers.Go(func() { w.informer.RunWithContext(ctx) })
+		}
+	}
 	s.log.Info("watching pods, namespaces, networkpolicies, services, endpointslices and this node's Node", "node", s.nodeName)
 
 	start := time.Now()
 	if s.probeServiceCIDRs(ctx) {
 		s.cidrWatch.Store(cidrWatchOn)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			s.serviceCIDRs.RunWithContext(ctx)
-		}()
-		defer func() { <-done }()
+		informers.Go(func() { s.serviceCIDRs.RunWithContext(ctx) })
 	} else {
 		s.cidrWatch.Store(cidrWatchUnavailable)
 	}

@@ -158,7 +158,7 @@ func startSource(t *testing.T, prepare func(*fake.Clientset), objs ...runtime.Ob
 	if prepare != nil {
 		prepare(client)
 	}
-	rs := &runningSource{Source: New(client, testNode, testLogger(t)), client: client}
+	rs := &runningSource{Source: New(clientOf(client), testNode, testLogger(t)), client: client}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -523,7 +523,7 @@ func TestPodWaitsForSync(t *testing.T) {
 }
 
 func TestPodTimesOutBeforeSync(t *testing.T) {
-	src := New(fake.NewClientset(newPod("nsa", "web", testNode, nil)), testNode, testLogger(t))
+	src := New(clientOf(fake.NewClientset(newPod("nsa", "web", testNode, nil))), testNode, testLogger(t))
 	for _, c := range []struct {
 		name    string
 		bound   time.Duration // Pod's own
@@ -566,7 +566,7 @@ func TestReady(t *testing.T) {
 	client := fake.NewClientset()
 	client.PrependReactor("list", "pods", fail)
 	client.PrependReactor("list", "networkpolicies", fail)
-	src := New(client, testNode, testLogger(t))
+	src := New(clientOf(client), testNode, testLogger(t))
 	if err := src.Ready(); err == nil || !strings.Contains(err.Error(), "not started") {
 		t.Errorf("Ready() before Run = %v, want 'not started'", err)
 	}
@@ -722,7 +722,7 @@ func TestBurstCoalesces(t *testing.T) {
 
 func TestChangedIsNeverConcurrent(t *testing.T) {
 	client := fake.NewClientset()
-	src := New(client, testNode, testLogger(t))
+	src := New(clientOf(client), testNode, testLogger(t))
 	src.settleDelay = time.Millisecond
 	var inside, overlaps, calls atomic.Int64
 	ctx, cancel := context.WithCancel(context.Background())
@@ -879,7 +879,7 @@ func TestOutageKeepsLastState(t *testing.T) {
 		newPod("nsa", "gone", "node-b", map[string]string{"app": "gone"}, "10.1.0.6"),
 		newPolicy("nsa", "allow-web", "web", 80),
 	)
-	src := New(client, testNode, testLogger(t))
+	src := New(clientOf(client), testNode, testLogger(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -958,13 +958,13 @@ func TestLocalPods(t *testing.T) {
 }
 
 func TestName(t *testing.T) {
-	if got := New(fake.NewClientset(), testNode, nil).Name(); got != "kubernetes" {
+	if got := New(clientOf(fake.NewClientset()), testNode, nil).Name(); got != "kubernetes" {
 		t.Errorf("Name() = %q", got)
 	}
 }
 
 func TestRunTwice(t *testing.T) {
-	src := New(fake.NewClientset(), testNode, testLogger(t))
+	src := New(clientOf(fake.NewClientset()), testNode, testLogger(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

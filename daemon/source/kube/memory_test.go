@@ -75,7 +75,7 @@ func BenchmarkAPIServerMemory(b *testing.B) {
 		b.Fatal(err)
 	}
 	for b.Loop() {
-		client, err := kubernetes.NewForConfig(cfg)
+		client, err := NewClient(cfg)
 		if err != nil {
 			b.Fatal(err)
 		}

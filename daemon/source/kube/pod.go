@@ -9,7 +9,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podwall/podwall/daemon/policy"
 	"github.com/podwall/podwall/daemon/source"
@@ -49,7 +48,7 @@ func (s *Source) Pod(ctx context.Context, namespace, name string) (*policy.Pod, 
 			return p.policyPod(), nil
 		}
 	}
-	p, err := s.client.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+	p, err := s.client.getPod(ctx, namespace, name)
 	if apierrors.IsNotFound(err) {
 		return nil, fmt.Errorf("pod %s/%s: %w", namespace, name, ErrPodNotFound)
 	}

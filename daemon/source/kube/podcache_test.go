@@ -152,24 +152,10 @@ type errReader struct{ err error }
 
 func (r errReader) Read([]byte) (int, error) { return 0, r.err }
 
-// TestListPodsWithoutRESTClient: with the fake clientset (no REST client)
-// listPods converts the typed List's result.
-func TestListPodsWithoutRESTClient(t *testing.T) {
-	list := testPodList()
-	client := fake.NewClientset(&list.Items[0], &list.Items[1])
-	got, err := listPods(context.Background(), client, metav1.ListOptions{}, newCachedPod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got.Items) != 2 {
-		t.Fatalf("%d items, want 2", len(got.Items))
-	}
-}
-
 // TestCachePodReusesTheCachedVersion: a pod whose resourceVersion the cache
 // holds already (a relist) is not converted again.
 func TestCachePodReusesTheCachedVersion(t *testing.T) {
-	s := New(fake.NewClientset(), testNode, nil)
+	s := New(clientOf(fake.NewClientset()), testNode, nil)
 	pod := newPod("nsa", "web", testNode, map[string]string{"app": "web"}, "10.1.0.5")
 	pod.ResourceVersion = "7"
 	cached := s.cachePod(pod)

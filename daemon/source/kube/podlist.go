@@ -3,20 +3,12 @@ package kube
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/cache"
 )
 
 // Listing every pod of a large cluster the usual way holds the whole
@@ -28,8 +20,9 @@ import (
 // WatchList (streaming lists; off by default in Kubernetes v1.33, and
 // unavailable without etcd's progress notifications, as on the test bed).
 //
-// listPods reads the protobuf response as a stream instead, decoding one pod
-// at a time and keeping only its cachedPod. The request is the same (the
+// The pod list (restAPI.listPods, client.go) reads the protobuf response as
+// a stream instead, decoding one pod at a time and keeping only its
+// cachedPod. The request is the same (the
 // reflector's resourceVersion "0" list, served from the API server's watch
 // cache), and so is the result.
 
@@ -39,51 +32,6 @@ const maxListItemBytes = 64 << 20
 
 // protobufMagic starts every protobuf-encoded Kubernetes object.
 var protobufMagic = []byte("k8s\x00")
-
-// podListWatch returns the pod informer's lister-watcher: the typed client's
-// watch, and listPods with convert for the list.
-func podListWatch(client kubernetes.Interface, convert func(*corev1.Pod) *cachedPod) cache.ListerWatcher {
-	return cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
-			return listPods(ctx, client, opts, convert)
-		},
-		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-			return client.CoreV1().Pods(metav1.NamespaceAll).Watch(ctx, opts)
-		},
-	}, client)
-}
-
-// listPods lists the pods of every namespace with opts, as the typed
-// client's List does, and returns the cachedPod of each. Without a REST
-// client (the fake clientset of tests) it converts the typed List's result.
-func listPods(ctx context.Context, client kubernetes.Interface, opts metav1.ListOptions, convert func(*corev1.Pod) *cachedPod) (*cachedPodList, error) {
-	rc, ok := client.CoreV1().RESTClient().(*rest.RESTClient)
-	if !ok || rc == nil {
-		list, err := client.CoreV1().Pods(metav1.NamespaceAll).List(ctx, opts)
-		if err != nil {
-			return nil, err
-		}
-		out := &cachedPodList{ListMeta: list.ListMeta, Items: make([]*cachedPod, 0, len(list.Items))}
-		for i := range list.Items {
-			out.Items = append(out.Items, convert(&list.Items[i]))
-		}
-		return out, nil
-	}
-	var timeout time.Duration // as the typed client's List
-	if opts.TimeoutSeconds != nil {
-		timeout = time.Duration(*opts.TimeoutSeconds) * time.Second
-	}
-	body, err := rc.Get().Resource("pods").VersionedParams(&opts, scheme.ParameterCodec).Timeout(timeout).Stream(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer body.Close()
-	list, err := decodePodList(body, convert)
-	if err != nil {
-		return nil, fmt.Errorf("list pods: %w", err)
-	}
-	return list, nil
-}
 
 // decodePodList decodes a PodList response, protobuf (streamed, one pod at
 // a time) or JSON (whole), into the cachedPod of each item.
@@ -200,7 +148,7 @@ func decodeWholePodList(r io.Reader, convert func(*corev1.Pod) *cachedPod) (*cac
 	if err != nil {
 		return nil, fmt.Errorf("read response: %w", err)
 	}
-	obj, err := runtime.Decode(scheme.Codecs.UniversalDeserializer(), data)
+	obj, err := runtime.Decode(clientCodecs.UniversalDeserializer(), data)
 	if err != nil {
 		return nil, fmt.Errorf("decode response: %w", err)
 	}

@@ -9,7 +9,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/podwall/podwall/daemon/policy"
 	"github.com/podwall/podwall/daemon/source"
@@ -65,11 +64,11 @@ func TestAPIServerPodsStreamed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err := kubernetes.NewForConfig(cfg)
+	client, err := NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	src := runAgainst(t, client, node, nil, nil, nil)
+	src := runAgainst(t, cfg, node, nil, nil, nil)
 	checkPods := func(what string) {
 		t.Helper()
 		list, err := pods.List(ctx, metav1.ListOptions{})
@@ -118,7 +117,7 @@ func TestAPIServerPodsStreamed(t *testing.T) {
 	seen := map[string]bool{}
 	opts := metav1.ListOptions{Limit: 2}
 	for pages := 0; ; pages++ {
-		page, err := listPods(ctx, client, opts, newCachedPod)
+		page, err := client.listPods(ctx, opts, newCachedPod)
 		if err != nil {
 			t.Fatalf("page %d: %v", pages, err)
 		}

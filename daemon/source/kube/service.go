@@ -75,7 +75,7 @@ func (s *Source) activeWatches() []watched {
 func (s *Source) probeServiceCIDRs(ctx context.Context) bool {
 	for {
 		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
-		_, err := s.client.NetworkingV1().ServiceCIDRs().List(pctx, metav1.ListOptions{Limit: 1})
+		_, err := s.client.list(pctx, serviceCIDRResource, metav1.ListOptions{Limit: 1})
 		cancel()
 		switch {
 		case err == nil:

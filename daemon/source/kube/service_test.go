@@ -309,7 +309,7 @@ func TestNodeAddrsNotify(t *testing.T) {
 		newNode(testNode, internal("192.168.10.5"), corev1.NodeAddress{Type: corev1.NodeHostName, Address: testNode}),
 		newNode("node-b", internal("192.168.10.6")),
 	)
-	src := New(client, testNode, testLogger(t))
+	src := New(clientOf(client), testNode, testLogger(t))
 	src.NotifyNodeAddrs(func(a []netip.Addr) {
 		mu.Lock()
 		defer mu.Unlock()
