@@ -195,3 +195,30 @@ func selectAllState(n int) (*State, []LocalPod) {
 	}}
 	return st, []LocalPod{{Key: "podwall/server/eth0", Pod: server}}
 }
+
+// BenchmarkCompileGrowth is what a sync's compile costs after one remote pod
+// is relabelled, with the persistent compiler the daemon uses, at 110 local
+// pods in clusters of 1k and 10k pods (1k namespaces, 1k policies): how a
+// sync's cost grows with the cluster. `make bench` compares the two. It
+// reports; it asserts nothing about time.
+func BenchmarkCompileGrowth(b *testing.B) {
+	for _, pods := range []int{1000, 10_000} {
+		b.Run(fmt.Sprintf("pods=%d", pods), func(b *testing.B) {
+			st, local := benchmarkState(pods, 1000, 1000, 110)
+			next := *st
+			next.Pods = slices.Clone(st.Pods)
+			p := *next.Pods[2] // not local: local pods are 1, 1+step, ...
+			p.Labels = map[string]string{"app": "app3", "tier": p.Labels["tier"]}
+			next.Pods[2] = &p
+			states := []*State{st, &next}
+			c := NewCompiler()
+			c.Compile(st, local)
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				c.Compile(states[i%2], local)
+				i++
+			}
+		})
+	}
+}

@@ -14,7 +14,7 @@
 
 BENCH_DIR        ?= $(BIN)/bench
 BENCH_MICRO_COUNT ?= 6
-BENCH_MICRO       := ^Benchmark(CompileScale|CompileSelectAll|RenderLarge|ApplyLarge)$$
+BENCH_MICRO       := ^Benchmark(CompileScale|CompileGrowth|CompileSelectAll|RenderLarge|ApplyLarge)$$
 # Fewer rounds of the slow changes (a policy change on all 110 pods takes
 # tens of seconds today) keep `make bench` under 30 minutes.
 BENCH_DATAPATH_FLAGS     ?=

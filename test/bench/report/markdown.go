@@ -303,7 +303,7 @@ func writeControlplane(b *strings.Builder, r *controlplane.Result) {
 			fmt.Fprintf(b, " Go heap in use while steady: %s MiB.", ms1(sc.HeapBytes/(1<<20)))
 		}
 		if own, child, wall, ok := churnCPUParts(r); ok {
-			fmt.Fprintf(b, " During the %.0f s of churn it used %.2f cores: %.2f its own, %.2f in the iptables-nft-restore and ipset processes it ran.", wall, (own+child)/wall, own/wall, child/wall)
+			fmt.Fprintf(b, " During the %.0f s of churn it used %.2f cores: %.2f its own, %.2f in the processes it ran (iptables-nft-save, for a netns it does not remember).", wall, (own+child)/wall, own/wall, child/wall)
 		}
 		if sc, ok := steadyScrape(r); ok {
 			fmt.Fprintf(b, " One scrape of its /metrics took %s ms and %s ms of its CPU (the state gauges render every pod's firewall to count set members): "+
@@ -430,7 +430,7 @@ func writeWhereTimeGoes(b *strings.Builder, in Input) {
 		}
 	}
 	if in.CPUCum != "" {
-		fmt.Fprintf(b, "podwalld's CPU profile during the first %d s of the churn (its own CPU; the iptables-nft-restore and ipset processes it runs are not in it). %s\n\n", profileSeconds(in), profileReading(in.CPUCum))
+		fmt.Fprintf(b, "podwalld's CPU profile during the first %d s of the churn (its own CPU; the iptables-nft-save processes it runs for a netns it does not remember are not in it). %s\n\n", profileSeconds(in), profileReading(in.CPUCum))
 		fmt.Fprintf(b, "`go tool pprof -top -cum`:\n\n```\n%s\n```\n\n", strings.TrimSpace(in.CPUCum))
 	}
 	if in.CPUTop != "" {
@@ -465,7 +465,7 @@ func profileReading(cum string) string {
 	if m := profileHeaderRE.FindStringSubmatch(cum); m != nil {
 		busy = fmt.Sprintf("podwalld was on the CPU for %s of the profile's %s (%s %% of one core)", m[2], m[1], m[3])
 		if v, err := strconv.ParseFloat(m[3], 64); err == nil && v < 50 {
-			busy += ": convergence here is bound by waiting — for the iptables-nft-restore processes it runs and for the kernel — more than by the daemon's own CPU"
+			busy += ": convergence here is bound by waiting — for the kernel and for the CPU the other processes on the 2 cores use — more than by the daemon's own CPU"
 		}
 		busy += ". "
 	}
