@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strings"
 
 	"go4.org/netipx"
 	corev1 "k8s.io/api/core/v1"
@@ -43,17 +42,7 @@ func Compile(state *State, local []LocalPod) *Result {
 		state = &State{}
 	}
 	c := newCompiler(state, res)
-	for _, lp := range local {
-		if lp.Pod == nil {
-			res.Problems = append(res.Problems, fmt.Errorf("local pod %s: no pod object", lp.Key))
-			continue
-		}
-		fw, verdicts := c.firewall(lp.Pod)
-		res.Firewalls[lp.Key] = fw
-		if fw.Egress.Isolated {
-			res.Services[lp.Key] = verdicts
-		}
-	}
+	compileLocal(res, local, c.firewall)
 	return res
 }
 
@@ -73,9 +62,12 @@ type compiler struct {
 	blocks     map[string]*peerMatch
 	all        *peerMatch
 	// unions are the unions of several peers' sets, by the sets' identity.
-	unions map[string]*netipx.IPSet
+	unions unionCache
 	// services are the Service frontends, their endpoints and the guard.
 	services *serviceTable
+	// selecting and rules are firewall's scratch.
+	selecting []*parsedPolicy
+	rules     ruleSet
 }
 
 // peerPod is an eligible peer pod and the addresses it owns.
@@ -96,7 +88,7 @@ func newCompiler(state *State, res *Result) *compiler {
 		peers:        peerTable{ids: make(map[string]int), bySet: make(map[*netipx.IPSet]int)},
 		selections:   make(map[selectionKey]*peerMatch),
 		blocks:       make(map[string]*peerMatch),
-		unions:       make(map[string]*netipx.IPSet),
+		unions:       make(unionCache),
 	}
 	c.pods = eligiblePeers(state.Pods)
 	for _, pp := range c.pods {
@@ -156,38 +148,55 @@ func newCompiler(state *State, res *Result) *compiler {
 // pod not being deleted over one that is, then a Running pod, then the newest;
 // remaining ties go to the smaller namespace/name, then UID.
 func eligiblePeers(pods []*Pod) []*peerPod {
+	type candidate struct {
+		pod    *Pod
+		claims []netip.Addr
+	}
 	owner := make(map[netip.Addr]*Pod)
-	var candidates []*Pod
+	candidates := make([]candidate, 0, len(pods))
 	for _, p := range pods {
-		if p == nil || p.HostNetwork || len(p.IPs) == 0 ||
-			p.Phase == corev1.PodSucceeded || p.Phase == corev1.PodFailed {
+		if p == nil {
 			continue
 		}
-		candidates = append(candidates, p)
-		for _, a := range p.IPs {
-			if !a.IsValid() {
-				continue
-			}
-			a = a.Unmap()
+		claims := podClaims(p)
+		if len(claims) == 0 {
+			continue
+		}
+		candidates = append(candidates, candidate{pod: p, claims: claims})
+		for _, a := range claims {
 			if cur, ok := owner[a]; !ok || (cur != p && claimsBefore(p, cur)) {
 				owner[a] = p
 			}
 		}
 	}
 	out := make([]*peerPod, 0, len(candidates))
-	for _, p := range candidates {
-		var addrs []netip.Addr
-		for _, a := range p.IPs {
-			if !a.IsValid() {
-				continue
-			}
-			a = a.Unmap()
-			if owner[a] == p && !slices.Contains(addrs, a) {
-				addrs = append(addrs, a)
-			}
-		}
+	for _, c := range candidates {
+		addrs := slices.DeleteFunc(c.claims, func(a netip.Addr) bool { return owner[a] != c.pod })
 		if len(addrs) > 0 {
-			out = append(out, &peerPod{pod: p, addrs: addrs})
+			out = append(out, &peerPod{pod: c.pod, addrs: addrs})
+		}
+	}
+	return out
+}
+
+// podEligible reports whether p can be a peer at all.
+func podEligible(p *Pod) bool {
+	return !p.HostNetwork && len(p.IPs) > 0 && p.Phase != corev1.PodSucceeded && p.Phase != corev1.PodFailed
+}
+
+// podClaims returns the addresses an eligible pod claims.
+func podClaims(p *Pod) []netip.Addr {
+	if !podEligible(p) {
+		return nil
+	}
+	var out []netip.Addr
+	for _, a := range p.IPs {
+		if !a.IsValid() {
+			continue
+		}
+		a = a.Unmap()
+		if !slices.Contains(out, a) {
+			out = append(out, a)
 		}
 	}
 	return out
@@ -214,70 +223,14 @@ func claimsBefore(a, b *Pod) bool {
 // firewall compiles the firewall of one local pod and, when its egress is
 // isolated, its Service verdicts.
 func (c *compiler) firewall(pod *Pod) (*Firewall, []ServiceVerdict) {
-	fw := &Firewall{}
-	var selecting []*parsedPolicy
-	for _, pp := range c.policiesByNS[pod.Namespace] {
-		if pp.selects(pod) {
-			selecting = append(selecting, pp)
-		}
-	}
-	for _, dir := range directions {
-		d := &fw.Egress
-		if dir == ingress {
-			d = &fw.Ingress
-		}
-		var rules ruleSet
-		for _, pp := range selecting {
-			if !pp.isolates[dir] {
-				continue
-			}
-			d.Isolated = true
-			d.Policies = append(d.Policies, pp.key)
-			for _, r := range pp.rules[dir] {
-				c.addRule(&rules, r, pp.namespace, dir, pod)
-			}
-		}
-		d.Policies = slices.Compact(d.Policies)
-		d.Rules = rules.rules(&c.peers)
-	}
-	if !fw.Egress.Isolated {
-		return fw, nil
-	}
-	// Frontends are judged by the pod's own rules, so named ports,
-	// ipBlocks, excepts and peer-less rules count exactly as for traffic
-	// sent to the endpoints directly.
-	o := c.services.outcome(fw.Egress.Rules, pod.NodeName)
-	fw.Egress.Services = o.rules
-	if len(fw.Egress.Rules) > 0 {
-		// Without ordinary rules nothing could match a frontend.
-		fw.Egress.ServiceGuard = c.services.guard
-	}
-	return fw, o.verdicts
+	c.selecting = selectingPolicies(c.selecting[:0], c.policiesByNS[pod.Namespace], pod)
+	return assembleFirewall(pod, c.selecting, c, &c.rules, &c.peers, c.services)
 }
 
 // addRule adds what rule r allows the local pod to rules.
 func (c *compiler) addRule(rules *ruleSet, r *parsedRule, policyNS string, dir direction, pod *Pod) {
 	rr := c.resolve(r, policyNS, dir)
-	if rr.peerID >= 0 {
-		if r.allPorts {
-			rules.add(rr.peerID, true, nil)
-		} else {
-			ports := r.ports
-			if dir == ingress && len(r.named) > 0 {
-				ports = slices.Clone(ports)
-				for _, n := range r.named {
-					for _, cp := range pod.Ports {
-						if cp.Name == n.name && cp.Protocol == n.protocol && cp.Port > 0 {
-							ports = append(ports, Port{Protocol: cp.Protocol, Port: cp.Port})
-						}
-					}
-				}
-			}
-			if len(ports) > 0 {
-				rules.add(rr.peerID, false, ports)
-			}
-		}
-	}
+	addRulePorts(rules, rr.peerID, r, dir, pod)
 	for _, n := range rr.named {
 		rules.add(n.peerID, false, []Port{n.port})
 	}
@@ -394,28 +347,15 @@ func (c *compiler) resolve(r *parsedRule, policyNS string, dir direction) *resol
 			matches = append(matches, m)
 			sets = append(sets, m.set)
 		}
-		rr.peerID = c.peers.internSet(c.unionSets(sets))
+		rr.peerID = c.peers.internSet(c.unions.union(sets))
 	}
 
 	if dir == egress && len(r.named) > 0 {
-		byPort := make(map[Port][]*netipx.IPSet)
-		for _, n := range r.named {
-			for _, m := range matches {
-				for port, set := range m.namedPortSets(n) {
-					byPort[port] = append(byPort[port], set)
-				}
-			}
-		}
-		ports := make([]Port, 0, len(byPort))
-		for port := range byPort {
-			ports = append(ports, port)
-		}
-		slices.SortFunc(ports, comparePorts)
-		for _, port := range ports {
-			if id := c.peers.internSet(c.unionSets(byPort[port])); id >= 0 {
+		resolveNamedEgress(r.named, matches, c.unions, func(port Port, set *netipx.IPSet) {
+			if id := c.peers.internSet(set); id >= 0 {
 				rr.named = append(rr.named, resolvedNamedPort{port: port, peerID: id})
 			}
-		}
+		})
 	}
 	return rr
 }
@@ -434,15 +374,7 @@ func (c *compiler) matchPeer(peer *parsedPeer, policyNS string) *peerMatch {
 	if peer.block != nil {
 		return c.matchBlock(peer.block)
 	}
-	key := selectionKey{hasNamespaceSel: peer.namespaceSelector != nil, hasPodSelector: peer.podSelector != nil}
-	if key.hasNamespaceSel {
-		key.namespaceSelector = peer.namespaceSelector.String()
-	} else {
-		key.namespace = policyNS
-	}
-	if key.hasPodSelector {
-		key.podSelector = peer.podSelector.String()
-	}
+	key := selectionKeyOf(peer, policyNS)
 	if m, ok := c.selections[key]; ok {
 		return m
 	}
@@ -460,56 +392,13 @@ func (c *compiler) matchPeer(peer *parsedPeer, policyNS string) *peerMatch {
 // matchBlock returns the match of an ipBlock (cidr minus excepts), shared by
 // every ipBlock with the same addresses.
 func (c *compiler) matchBlock(block *netipx.IPSet) *peerMatch {
-	var key strings.Builder
-	for _, r := range block.Ranges() {
-		key.WriteString(r.String())
-		key.WriteByte(',')
-	}
-	if m, ok := c.blocks[key.String()]; ok {
+	key := blockKeyOf(block)
+	if m, ok := c.blocks[key]; ok {
 		return m
 	}
-	m := &peerMatch{set: block, dests: func() []*peerPod {
-		var dests []*peerPod
-		for _, pp := range c.pods {
-			var in []netip.Addr
-			for _, a := range pp.addrs {
-				if block.Contains(a) {
-					in = append(in, a)
-				}
-			}
-			if len(in) > 0 {
-				dests = append(dests, &peerPod{pod: pp.pod, addrs: in})
-			}
-		}
-		return dests
-	}}
-	c.blocks[key.String()] = m
+	m := &peerMatch{set: block, dests: func() []*peerPod { return blockDests(c.pods, block) }}
+	c.blocks[key] = m
 	return m
-}
-
-// unionSets returns the union of sets (sets[0] itself when there is one),
-// computed once per list of sets.
-func (c *compiler) unionSets(sets []*netipx.IPSet) *netipx.IPSet {
-	switch len(sets) {
-	case 0:
-		return nil
-	case 1:
-		return sets[0]
-	}
-	var key []byte
-	for _, s := range sets {
-		key = fmt.Appendf(key, "%p,", s)
-	}
-	if set, ok := c.unions[string(key)]; ok {
-		return set
-	}
-	var b netipx.IPSetBuilder
-	for _, s := range sets {
-		b.AddSet(s)
-	}
-	set, _ := b.IPSet()
-	c.unions[string(key)] = set
-	return set
 }
 
 // selectPods calls fn for every eligible pod a selector peer matches.

@@ -7,7 +7,6 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 
 	"go4.org/netipx"
@@ -77,7 +76,7 @@ type Compiler struct {
 	blocks     map[string]*blockEntry
 	all        *allEntry
 	// unions are the unions computed in this call, by their sets.
-	unions map[string]*netipx.IPSet
+	unions unionCache
 	seed   maphash.Seed
 
 	// pruneEvery and pruneAge: every pruneEvery calls, what went unused for
@@ -108,7 +107,7 @@ func (c *Compiler) init() {
 	c.policies = make(map[*networkingv1.NetworkPolicy]*policyEntry)
 	c.selections = make(map[selectionKey]*selectionEntry)
 	c.blocks = make(map[string]*blockEntry)
-	c.unions = make(map[string]*netipx.IPSet)
+	c.unions = make(unionCache)
 	c.seed = maphash.MakeSeed()
 	c.pruneEvery, c.pruneAge = 16, 64
 }
@@ -282,42 +281,9 @@ func (c *Compiler) Compile(state *State, local []LocalPod) *Result {
 	res.Problems = append(res.Problems, c.serviceProblems...)
 
 	run := &compileRun{c: c, bySet: make(map[*netipx.IPSet]int), byHash: make(map[uint64][]int), anyID: -1}
-	for _, lp := range local {
-		if lp.Pod == nil {
-			res.Problems = append(res.Problems, fmt.Errorf("local pod %s: no pod object", lp.Key))
-			continue
-		}
-		fw, verdicts := run.firewall(lp.Pod)
-		res.Firewalls[lp.Key] = fw
-		if fw.Egress.Isolated {
-			res.Services[lp.Key] = verdicts
-		}
-	}
+	compileLocal(res, local, run.firewall)
 	c.prune()
 	return res
-}
-
-// podEligible reports whether p can be a peer at all.
-func podEligible(p *Pod) bool {
-	return !p.HostNetwork && len(p.IPs) > 0 && p.Phase != corev1.PodSucceeded && p.Phase != corev1.PodFailed
-}
-
-// podClaims returns the addresses an eligible pod claims.
-func podClaims(p *Pod) []netip.Addr {
-	if !podEligible(p) {
-		return nil
-	}
-	var out []netip.Addr
-	for _, a := range p.IPs {
-		if !a.IsValid() {
-			continue
-		}
-		a = a.Unmap()
-		if !slices.Contains(out, a) {
-			out = append(out, a)
-		}
-	}
-	return out
 }
 
 // podsEqual reports whether a and b are the same pod in content, labels
@@ -692,6 +658,9 @@ type compileRun struct {
 	bySet  map[*netipx.IPSet]int
 	byHash map[uint64][]int
 	anyID  int
+	// selecting and rules are firewall's scratch.
+	selecting []*parsedPolicy
+	rules     ruleSet
 }
 
 // internAny returns the id of the any-peer.
@@ -756,45 +725,14 @@ func (c *Compiler) newSetInfo(set *netipx.IPSet) *setInfo {
 	return info
 }
 
-// firewall compiles the firewall of one local pod, as compiler.firewall.
+// firewall compiles the firewall of one local pod, as compiler.firewall,
+// marking the policies that select it as used.
 func (r *compileRun) firewall(pod *Pod) (*Firewall, []ServiceVerdict) {
-	c := r.c
-	fw := &Firewall{}
-	var selecting []*parsedPolicy
-	for _, pp := range c.policiesByNS[pod.Namespace] {
-		if pp.selects(pod) {
-			pp.used = c.gen
-			selecting = append(selecting, pp)
-		}
+	r.selecting = selectingPolicies(r.selecting[:0], r.c.policiesByNS[pod.Namespace], pod)
+	for _, pp := range r.selecting {
+		pp.used = r.c.gen
 	}
-	for _, dir := range directions {
-		d := &fw.Egress
-		if dir == ingress {
-			d = &fw.Ingress
-		}
-		var rules ruleSet
-		for _, pp := range selecting {
-			if !pp.isolates[dir] {
-				continue
-			}
-			d.Isolated = true
-			d.Policies = append(d.Policies, pp.key)
-			for _, rule := range pp.rules[dir] {
-				r.addRule(&rules, rule, pp.namespace, dir, pod)
-			}
-		}
-		d.Policies = slices.Compact(d.Policies)
-		d.Rules = rules.rules(&r.peers)
-	}
-	if !fw.Egress.Isolated {
-		return fw, nil
-	}
-	o := c.services.outcome(fw.Egress.Rules, pod.NodeName)
-	fw.Egress.Services = o.rules
-	if len(fw.Egress.Rules) > 0 {
-		fw.Egress.ServiceGuard = c.services.guard
-	}
-	return fw, o.verdicts
+	return assembleFirewall(pod, r.selecting, r, &r.rules, &r.peers, r.c.services)
 }
 
 // addRule adds what rule allows the local pod to rules, as compiler.addRule.
@@ -806,26 +744,7 @@ func (r *compileRun) addRule(rules *ruleSet, rule *parsedRule, policyNS string, 
 	} else {
 		peerID = r.internSet(m.set, &m.info)
 	}
-	if peerID >= 0 {
-		if rule.allPorts {
-			rules.add(peerID, true, nil)
-		} else {
-			ports := rule.ports
-			if dir == ingress && len(rule.named) > 0 {
-				ports = slices.Clone(ports)
-				for _, n := range rule.named {
-					for _, cp := range pod.Ports {
-						if cp.Name == n.name && cp.Protocol == n.protocol && cp.Port > 0 {
-							ports = append(ports, Port{Protocol: cp.Protocol, Port: cp.Port})
-						}
-					}
-				}
-			}
-			if len(ports) > 0 {
-				rules.add(peerID, false, ports)
-			}
-		}
-	}
+	addRulePorts(rules, peerID, rule, dir, pod)
 	for i := range m.named {
 		n := &m.named[i]
 		if id := r.internSet(n.set, &n.info); id >= 0 {
@@ -868,27 +787,14 @@ func (c *Compiler) resolveRule(r *parsedRule, policyNS string, dir direction) *r
 		m.matches = matches
 	}
 	if !r.anyPeer {
-		m.set = c.unionSets(sets)
+		m.set = c.unions.union(sets)
 	}
 	if namedEgress {
-		byPort := make(map[Port][]*netipx.IPSet)
-		for _, n := range r.named {
-			for _, pm := range matches {
-				for port, set := range pm.namedPortSets(n) {
-					byPort[port] = append(byPort[port], set)
-				}
-			}
-		}
-		ports := make([]Port, 0, len(byPort))
-		for port := range byPort {
-			ports = append(ports, port)
-		}
-		slices.SortFunc(ports, comparePorts)
-		for _, port := range ports {
-			if set := c.unionSets(byPort[port]); set != nil {
+		resolveNamedEgress(r.named, matches, c.unions, func(port Port, set *netipx.IPSet) {
+			if set != nil {
 				m.named = append(m.named, namedSet{port: port, set: set})
 			}
-		}
+		})
 	}
 	r.memo = m
 	return m
@@ -914,15 +820,7 @@ func (c *Compiler) matchPeer(peer *parsedPeer, policyNS string) *peerMatch {
 		return c.matchBlock(peer)
 	}
 	if !peer.keyDone {
-		peer.selKey = selectionKey{hasNamespaceSel: peer.namespaceSelector != nil, hasPodSelector: peer.podSelector != nil}
-		if peer.selKey.hasNamespaceSel {
-			peer.selKey.namespaceSelector = peer.namespaceSelector.String()
-		} else {
-			peer.selKey.namespace = policyNS
-		}
-		if peer.selKey.hasPodSelector {
-			peer.selKey.podSelector = peer.podSelector.String()
-		}
+		peer.selKey = selectionKeyOf(peer, policyNS)
 		peer.keyDone = true
 	}
 	key := peer.selKey
@@ -1011,12 +909,7 @@ func depsCurrent(old, now []nsDep) bool {
 // the same addresses.
 func (c *Compiler) matchBlock(peer *parsedPeer) *peerMatch {
 	if !peer.keyDone {
-		var key strings.Builder
-		for _, r := range peer.block.Ranges() {
-			key.WriteString(r.String())
-			key.WriteByte(',')
-		}
-		peer.blockKey = key.String()
+		peer.blockKey = blockKeyOf(peer.block)
 		peer.keyDone = true
 	}
 	e := c.blocks[peer.blockKey]
@@ -1031,48 +924,9 @@ func (c *Compiler) matchBlock(peer *parsedPeer) *peerMatch {
 		block = e.match.set
 	}
 	all := c.everyPod()
-	m := &peerMatch{set: block, dests: func() []*peerPod {
-		var dests []*peerPod
-		for _, pp := range all.destinations() {
-			var in []netip.Addr
-			for _, a := range pp.addrs {
-				if block.Contains(a) {
-					in = append(in, a)
-				}
-			}
-			if len(in) > 0 {
-				dests = append(dests, &peerPod{pod: pp.pod, addrs: in})
-			}
-		}
-		return dests
-	}}
+	m := &peerMatch{set: block, dests: func() []*peerPod { return blockDests(all.destinations(), block) }}
 	c.blocks[peer.blockKey] = &blockEntry{match: m, allGen: c.allGen, used: c.gen}
 	return m
-}
-
-// unionSets returns the union of sets (sets[0] itself when there is one),
-// computed once per call and list of sets (rules keep theirs in ruleMemo).
-func (c *Compiler) unionSets(sets []*netipx.IPSet) *netipx.IPSet {
-	switch len(sets) {
-	case 0:
-		return nil
-	case 1:
-		return sets[0]
-	}
-	key := make([]byte, 0, 8*len(sets))
-	for _, s := range sets {
-		key = fmt.Appendf(key, "%p,", s)
-	}
-	if set, ok := c.unions[string(key)]; ok {
-		return set
-	}
-	var b netipx.IPSetBuilder
-	for _, s := range sets {
-		b.AddSet(s)
-	}
-	set, _ := b.IPSet()
-	c.unions[string(key)] = set
-	return set
 }
 
 // podRef identifies a pod by namespace and name.
