@@ -223,7 +223,7 @@ func TestGCRemovesEverythingElse(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, p := range dropped {
-			if peerSetsContain(rs.Sets, p.IPv4()) {
+			if peerSetsContain(rs, p.IPv4()) {
 				t.Errorf("after GC returned, the server still allows %s (%s)", p, p.IPv4())
 			}
 		}
