@@ -1,8 +1,6 @@
 package dataplane
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"testing"
 
@@ -69,11 +67,9 @@ func BenchmarkFirstApply(b *testing.B) {
 		b.Run("path="+path.name, func(b *testing.B) {
 			m := newManager(b)
 			m.restoreRules = path.restore
-			var id [3]byte
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
-				rand.Read(id[:])
-				name := "pwnl-" + hex.EncodeToString(id[:]) + "-first"
+				name := "pwnl-" + randomID(b) + "-first"
 				run(b, "ip", "netns", "add", name)
 				b.StartTimer()
 				mustApply(b, m, "/run/netns/"+name, spec)
@@ -93,11 +89,10 @@ func BenchmarkFirstApply(b *testing.B) {
 // deferred destruction of the previous one's rules).
 func BenchmarkApplyPods(b *testing.B) {
 	needRoot(b)
-	var id [3]byte
-	rand.Read(id[:])
+	id := randomID(b)
 	var paths []string
 	for i := range 16 {
-		name := fmt.Sprintf("pwnl-%s-pod%d", hex.EncodeToString(id[:]), i)
+		name := fmt.Sprintf("pwnl-%s-pod%d", id, i)
 		run(b, "ip", "netns", "add", name)
 		b.Cleanup(func() { run(b, "ip", "netns", "del", name) })
 		paths = append(paths, "/run/netns/"+name)

@@ -2,8 +2,6 @@ package dataplane
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"github.com/podwall/podwall/internal/fuzzinput"
 	"math"
@@ -171,11 +169,7 @@ func newFuzzNetns(tb testing.TB) string {
 		}
 		_ = exec.Command("ip", "netns", "del", e.Name()).Run()
 	}
-	var b [3]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		tb.Fatal(err)
-	}
-	name := fmt.Sprintf("pwfz-%d-%s", os.Getpid(), hex.EncodeToString(b[:]))
+	name := fmt.Sprintf("pwfz-%d-%s", os.Getpid(), randomID(tb))
 	run(tb, "ip", "netns", "add", name)
 	tb.Cleanup(func() {
 		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil && !strings.Contains(string(out), "No such file") {

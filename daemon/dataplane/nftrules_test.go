@@ -2,8 +2,6 @@ package dataplane
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -24,11 +22,7 @@ type oracleBed struct {
 func newOracleBed(t *testing.T) *oracleBed {
 	t.Helper()
 	needRoot(t)
-	var b [3]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatal(err)
-	}
-	id := hex.EncodeToString(b[:])
+	id := randomID(t)
 	bed := &oracleBed{names: [2]string{"pwnl-" + id + "-r", "pwnl-" + id + "-n"}}
 	for _, name := range bed.names {
 		run(t, "ip", "netns", "add", name)

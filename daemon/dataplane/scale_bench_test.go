@@ -2,8 +2,6 @@ package dataplane
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"os"
@@ -84,9 +82,7 @@ func BenchmarkApplyLarge(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root: creates a network namespace")
 	}
-	var id [3]byte
-	rand.Read(id[:])
-	name := "pw-bnmb-" + hex.EncodeToString(id[:])
+	name := "pw-bnmb-" + randomID(b)
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		b.Fatalf("ip netns add %s: %v: %s", name, err, out)
 	}

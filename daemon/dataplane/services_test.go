@@ -2,8 +2,6 @@ package dataplane
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -50,11 +48,7 @@ type serviceBed struct {
 func newServiceBed(t *testing.T) *serviceBed {
 	t.Helper()
 	needRoot(t)
-	var b [3]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatal(err)
-	}
-	id := hex.EncodeToString(b[:])
+	id := randomID(t)
 	bed := &serviceBed{podName: "pws" + id + "-pod", peerName: "pws" + id + "-svc"}
 	bed.pod, bed.peer = "/run/netns/"+bed.podName, "/run/netns/"+bed.peerName
 	for _, name := range []string{bed.podName, bed.peerName} {

@@ -51,11 +51,7 @@ func needRoot(tb testing.TB) {
 func newTestbed(tb testing.TB, servers bool) *testbed {
 	tb.Helper()
 	needRoot(tb)
-	var b [3]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		tb.Fatal(err)
-	}
-	id := hex.EncodeToString(b[:])
+	id := randomID(tb)
 	bed := &testbed{srvName: "pwdp-" + id + "-srv", cliName: "pwdp-" + id + "-cli"}
 	bed.srv, bed.cli = "/run/netns/"+bed.srvName, "/run/netns/"+bed.cliName
 	for _, name := range []string{bed.srvName, bed.cliName} {
@@ -280,4 +276,15 @@ func driftOf(err error) *DriftError {
 		return d
 	}
 	return nil
+}
+
+// randomID returns six random hex digits, to make the names of a test's
+// netns unique on a machine where other tests run at the same time.
+func randomID(tb testing.TB) string {
+	tb.Helper()
+	var b [3]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		tb.Fatal(err)
+	}
+	return hex.EncodeToString(b[:])
 }
