@@ -267,11 +267,13 @@ func (s *Syncer) Add(ctx context.Context, rec checkpoint.Attachment) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
+	start := time.Now()
 	looked, err := s.opts.Source.Pod(ctx, rec.Namespace, rec.Name)
 	if err != nil {
 		return fmt.Errorf("look up pod %s/%s: %w: %w", rec.Namespace, rec.Name, ErrUnavailable, err)
 	}
 	a.looked = looked
+	lookedUp := time.Now()
 	key := rec.Key()
 	s.mu.Lock()
 	old := s.atts[key]
@@ -298,8 +300,10 @@ func (s *Syncer) Add(ctx context.Context, rec checkpoint.Attachment) error {
 		}
 	}
 
+	saved := time.Now()
 	fws, problems := s.compile([]*attachment{a})
 	s.noteProblems(problems)
+	compiled := time.Now()
 	if err := s.apply(ctx, a, fws[key], gen, s.readHostAddrs()); err != nil {
 		if errors.Is(err, errRetired) {
 			return fmt.Errorf("add %s: %w: deleted or replaced while it was being added", key, ErrUnavailable)
@@ -307,6 +311,9 @@ func (s *Syncer) Add(ctx context.Context, rec checkpoint.Attachment) error {
 		return err
 	}
 	s.Trigger()
+	s.log.Debug("added", "pod", rec.Namespace+"/"+rec.Name, "lookup", lookedUp.Sub(start).Round(time.Microsecond),
+		"checkpoint", saved.Sub(lookedUp).Round(time.Microsecond), "compile", compiled.Sub(saved).Round(time.Microsecond),
+		"duration", time.Since(start).Round(time.Microsecond))
 	return nil
 }
 
@@ -440,6 +447,7 @@ func (s *Syncer) SyncAll(ctx context.Context) {
 
 	fws, problems := s.compile(atts)
 	s.noteProblems(problems)
+	compiled := time.Now()
 	host := s.readHostAddrs() // once per sync, not per pod: the dump grows with the pods' veths
 	var applied, failed int
 	var touched touchedPods
@@ -507,7 +515,8 @@ func (s *Syncer) SyncAll(ctx context.Context) {
 	}
 	s.mu.Unlock()
 	s.opts.Observer.SyncDone(time.Since(start), errors.Join(errs...))
-	s.log.Info("sync", "pods", len(atts), "applied", applied, "failed", failed, "touched", touched, "duration", time.Since(start).Round(time.Microsecond))
+	s.log.Info("sync", "pods", len(atts), "applied", applied, "failed", failed, "touched", touched,
+		"compile", compiled.Sub(start).Round(time.Microsecond), "duration", time.Since(start).Round(time.Microsecond))
 }
 
 // compile runs the compiler over the current state for the given attachments.
