@@ -35,8 +35,11 @@ import (
 //     ports changed.
 //   - Per policy rule, its resolved address sets, valid while the matches it
 //     was resolved from are the ones the current state gives.
-//   - The Service table, while Services, EndpointSlices and ServiceCIDRs are
-//     the same objects.
+//   - The Service table (serviceCache): per Service, its ports and
+//     endpoints while the Service and its EndpointSlices are the same
+//     objects; the guard while the Services and ServiceCIDRs are; the
+//     verdicts per distinct egress rules, carried over for the ports an
+//     updated table still has.
 //
 // Correctness never rests on pointer identity alone: an object that is the
 // same pointer must not have been modified (the sources publish new objects
@@ -85,9 +88,7 @@ type Compiler struct {
 
 	services        *serviceTable
 	serviceProblems []error
-	prevServices    []*Service
-	prevSlices      []*EndpointSlice
-	prevCIDRs       []netip.Prefix
+	serviceCache    serviceCache
 }
 
 // NewCompiler returns an empty persistent compiler. The zero Compiler is
@@ -618,15 +619,7 @@ func (c *Compiler) syncPolicies(nps []*networkingv1.NetworkPolicy) {
 // syncServices rebuilds the Service table unless its inputs are the same
 // objects as before; the per-rules outcomes are recomputed every call.
 func (c *Compiler) syncServices(state *State) {
-	if c.services != nil && slices.Equal(state.Services, c.prevServices) &&
-		slices.Equal(state.EndpointSlices, c.prevSlices) && slices.Equal(state.ServiceCIDRs, c.prevCIDRs) {
-		c.services.memo = make(map[string]*serviceOutcome)
-		return
-	}
-	scratch := &Result{}
-	c.services = newServiceTable(state, scratch)
-	c.serviceProblems = scratch.Problems
-	c.prevServices, c.prevSlices, c.prevCIDRs = state.Services, state.EndpointSlices, state.ServiceCIDRs
+	c.services, c.serviceProblems = c.serviceCache.update(state)
 }
 
 // prune drops the cached matches no rule used in the last pruneAge calls,

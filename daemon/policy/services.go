@@ -60,8 +60,16 @@ type serviceTable struct {
 	// anyLocal is true when some Service has InternalTrafficLocal: the
 	// outcome then depends on the pod's node.
 	anyLocal bool
-	// memo holds the outcome per distinct egress rules (and node).
+	// memo holds the outcome per distinct egress rules (and node). A
+	// serviceCache keeps it while the table stays the same; sweep drops
+	// what the last compile did not use.
 	memo map[string]*serviceOutcome
+	// prev is the table this one replaced, while the compile that built
+	// this one runs: its outcomes' verdicts on the ports both have carry
+	// over (a servicePort is the same object while its Service and
+	// EndpointSlices are). index is prev's position of each port.
+	prev  *serviceTable
+	index map[*servicePort]int
 }
 
 // servicePort is one port of one Service in one IP family.
@@ -86,80 +94,199 @@ type serviceEndpoint struct {
 type serviceOutcome struct {
 	rules    []Rule
 	verdicts []ServiceVerdict
+	from     []Rule // the egress rules judged
+	used     bool   // since the last sweep
+}
+
+// sweep drops the outcomes no compile used since the last sweep: the memo
+// holds the outcomes of the rules the local pods had in the last compile.
+func (t *serviceTable) sweep() {
+	for key, o := range t.memo {
+		if !o.used {
+			delete(t.memo, key)
+		}
+		o.used = false
+	}
 }
 
 // newServiceTable indexes the Services, EndpointSlices and ServiceCIDRs of
 // state. Service ports it cannot use are reported in res.Problems.
 func newServiceTable(state *State, res *Result) *serviceTable {
-	t := &serviceTable{memo: make(map[string]*serviceOutcome)}
-	slicesBySvc := make(map[string][]*EndpointSlice)
-	for _, es := range state.EndpointSlices {
-		if es != nil && es.Service != "" {
-			key := es.Namespace + "/" + es.Service
-			slicesBySvc[key] = append(slicesBySvc[key], es)
-		}
-	}
-	services := make([]*Service, 0, len(state.Services))
-	for _, svc := range state.Services {
-		if svc != nil {
-			services = append(services, svc)
-		}
-	}
-	slices.SortStableFunc(services, func(a, b *Service) int { return cmp.Compare(a.Key(), b.Key()) })
-	services = slices.CompactFunc(services, func(a, b *Service) bool { return a.Key() == b.Key() })
+	var c serviceCache
+	t, problems := c.update(state)
+	res.Problems = append(res.Problems, problems...)
+	return t
+}
 
+// serviceCache builds the service table of successive states, redoing only
+// the Services whose object or EndpointSlices changed: an endpoint joining
+// or leaving one Service (any pod change behind a Service) must not re-index
+// every Service of the cluster. Like the persistent Compiler it rests on the
+// sources' promise that published objects are never modified.
+type serviceCache struct {
+	entries map[*Service]*serviceEntry
+	// Inputs of the last update, and what it built from them.
+	services  []*Service
+	slices    []*EndpointSlice
+	cidrs     []netip.Prefix
+	bySvc     map[serviceRef][]*EndpointSlice
+	table     *serviceTable
+	problems  []error
+	guardFrom []*serviceEntry // the entries the table's guard was built from
+}
+
+// serviceRef names a Service.
+type serviceRef struct{ namespace, name string }
+
+// serviceEntry is one Service's part of the table, valid while the Service
+// and its EndpointSlices are the same objects.
+type serviceEntry struct {
+	svc      *Service
+	key      string
+	slices   []*EndpointSlice
+	built    bool
+	ports    []*servicePort
+	problems []error
+	// clusterIPs and external (external IPs per service port) feed the
+	// guard.
+	clusterIPs []netip.Addr
+	external   map[Port][]netip.Addr
+}
+
+// update returns the table of state and the Service ports it cannot use.
+// The table is new whenever anything changed (its memo starts empty);
+// otherwise the last one, its memo swept.
+func (c *serviceCache) update(state *State) (*serviceTable, []error) {
+	if c.table != nil && slices.Equal(state.Services, c.services) &&
+		slices.Equal(state.EndpointSlices, c.slices) && slices.Equal(state.ServiceCIDRs, c.cidrs) {
+		c.table.prev = nil
+		c.table.sweep()
+		return c.table, c.problems
+	}
+	if c.bySvc == nil || !slices.Equal(state.EndpointSlices, c.slices) {
+		c.bySvc = make(map[serviceRef][]*EndpointSlice)
+		for _, es := range state.EndpointSlices {
+			if es != nil && es.Service != "" {
+				ref := serviceRef{es.Namespace, es.Service}
+				c.bySvc[ref] = append(c.bySvc[ref], es)
+			}
+		}
+	}
+	entries := make(map[*Service]*serviceEntry, len(state.Services))
+	order := make([]*serviceEntry, 0, len(state.Services))
+	for _, svc := range state.Services {
+		if svc == nil {
+			continue
+		}
+		e := entries[svc]
+		if e == nil {
+			if e = c.entries[svc]; e == nil {
+				e = &serviceEntry{svc: svc, key: svc.Key()}
+			}
+			entries[svc] = e
+		}
+		order = append(order, e)
+	}
+	byKey := func(a, b *serviceEntry) int { return cmp.Compare(a.key, b.key) }
+	if !slices.IsSortedFunc(order, byKey) {
+		slices.SortStableFunc(order, byKey)
+	}
+	order = slices.CompactFunc(order, func(a, b *serviceEntry) bool { return a.key == b.key })
+
+	t := &serviceTable{memo: make(map[string]*serviceOutcome)}
+	if c.table != nil {
+		c.table.prev = nil // one generation back is enough
+		c.table.sweep()    // what the last compile used
+		t.prev = c.table
+	}
+	var problems []error
+	for _, e := range order {
+		esList := c.bySvc[serviceRef{e.svc.Namespace, e.svc.Name}]
+		if !e.built || !slices.Equal(esList, e.slices) {
+			e.build(esList)
+		}
+		problems = append(problems, e.problems...)
+		t.ports = append(t.ports, e.ports...)
+		t.anyLocal = t.anyLocal || e.svc.InternalTrafficLocal && len(e.ports) > 0
+	}
+	if c.table != nil && slices.Equal(order, c.guardFrom) && slices.Equal(state.ServiceCIDRs, c.cidrs) {
+		t.guard = c.table.guard
+	} else {
+		t.guard = buildGuard(order, state.ServiceCIDRs)
+		c.guardFrom = order
+	}
+	c.entries, c.table, c.problems = entries, t, problems
+	c.services, c.slices, c.cidrs = state.Services, state.EndpointSlices, state.ServiceCIDRs
+	return t, problems
+}
+
+// build computes the entry's ports, problems and guard inputs from its
+// Service and esList, the EndpointSlices that belong to it.
+func (e *serviceEntry) build(esList []*EndpointSlice) {
+	svc := e.svc
+	e.slices, e.built = esList, true
+	e.ports, e.problems, e.clusterIPs, e.external = nil, nil, nil, nil
+	var ports []ServicePort
+	for i, sp := range svc.Ports {
+		if sp.Protocol == "" {
+			sp.Protocol = corev1.ProtocolTCP
+		}
+		if !serviceProtocols[sp.Protocol] || sp.Port < 1 || sp.Port > 65535 {
+			e.problems = append(e.problems, fmt.Errorf("service %s: spec.ports[%d]: unusable protocol %q or port %d", e.key, i, sp.Protocol, sp.Port))
+			continue
+		}
+		ports = append(ports, sp)
+	}
+	for _, v6 := range []bool{false, true} {
+		cips := familyAddrs(svc.ClusterIPs, v6)
+		if len(cips) == 0 {
+			// kube-proxy programs a family only for a Service with a
+			// ClusterIP of it; a headless Service has none at all.
+			continue
+		}
+		e.clusterIPs = append(e.clusterIPs, cips...)
+		eips := familyAddrs(svc.ExternalIPs, v6)
+		frontends := familyAddrs(slices.Concat(cips, eips), v6)
+		for _, sp := range ports {
+			if len(eips) > 0 {
+				if e.external == nil {
+					e.external = make(map[Port][]netip.Addr)
+				}
+				port := Port{Protocol: sp.Protocol, Port: sp.Port}
+				e.external[port] = append(e.external[port], eips...)
+			}
+			e.ports = append(e.ports, &servicePort{
+				service:   e.key,
+				port:      sp,
+				local:     svc.InternalTrafficLocal,
+				frontends: frontends,
+				endpoints: readyEndpoints(esList, sp, v6),
+			})
+		}
+	}
+}
+
+// buildGuard returns the guard of the Services of entries and the cidrs.
+func buildGuard(entries []*serviceEntry, cidrs []netip.Prefix) []Rule {
 	var clusterIPs netipx.IPSetBuilder
-	for _, p := range state.ServiceCIDRs {
+	for _, p := range cidrs {
 		if p.IsValid() {
 			clusterIPs.AddPrefix(unmapPrefix(p))
 		}
 	}
 	external := make(map[Port]*netipx.IPSetBuilder)
-	for _, svc := range services {
-		var ports []ServicePort
-		for i, sp := range svc.Ports {
-			if sp.Protocol == "" {
-				sp.Protocol = corev1.ProtocolTCP
+	for _, e := range entries {
+		addHosts(&clusterIPs, e.clusterIPs)
+		for port, addrs := range e.external {
+			b := external[port]
+			if b == nil {
+				b = new(netipx.IPSetBuilder)
+				external[port] = b
 			}
-			if !serviceProtocols[sp.Protocol] || sp.Port < 1 || sp.Port > 65535 {
-				res.Problems = append(res.Problems, fmt.Errorf("service %s: spec.ports[%d]: unusable protocol %q or port %d", svc.Key(), i, sp.Protocol, sp.Port))
-				continue
-			}
-			ports = append(ports, sp)
-		}
-		for _, v6 := range []bool{false, true} {
-			cips := familyAddrs(svc.ClusterIPs, v6)
-			if len(cips) == 0 {
-				// kube-proxy programs a family only for a Service with a
-				// ClusterIP of it; a headless Service has none at all.
-				continue
-			}
-			addHosts(&clusterIPs, cips)
-			eips := familyAddrs(svc.ExternalIPs, v6)
-			frontends := familyAddrs(slices.Concat(cips, eips), v6)
-			for _, sp := range ports {
-				if len(eips) > 0 {
-					port := Port{Protocol: sp.Protocol, Port: sp.Port}
-					b := external[port]
-					if b == nil {
-						b = new(netipx.IPSetBuilder)
-						external[port] = b
-					}
-					addHosts(b, eips)
-				}
-				t.ports = append(t.ports, &servicePort{
-					service:   svc.Key(),
-					port:      sp,
-					local:     svc.InternalTrafficLocal,
-					frontends: frontends,
-					endpoints: readyEndpoints(slicesBySvc[svc.Key()], sp, v6),
-				})
-				t.anyLocal = t.anyLocal || svc.InternalTrafficLocal
-			}
+			addHosts(b, addrs)
 		}
 	}
-	t.guard = guardRules(&clusterIPs, external)
-	return t
+	return guardRules(&clusterIPs, external)
 }
 
 // unmapPrefix returns p masked, with an IPv4-mapped IPv6 prefix turned into
@@ -276,11 +403,29 @@ func (t *serviceTable) outcome(rules []Rule, node string) *serviceOutcome {
 		key += "\x00node=" + node
 	}
 	if o, ok := t.memo[key]; ok {
+		o.used = true
 		return o
 	}
-	o := &serviceOutcome{verdicts: make([]ServiceVerdict, 0, len(t.ports))}
+	// The outcome holds rules: the key names their peers' prefix slices by
+	// address, which must not be reused for other prefixes while the key is
+	// in the memo.
+	o := &serviceOutcome{verdicts: make([]ServiceVerdict, 0, len(t.ports)), from: rules, used: true}
+	// The table this one replaced judged the same rules (the same key) and
+	// most of the same ports: its verdicts on those carry over.
+	var before *serviceOutcome
+	if t.prev != nil {
+		before = t.prev.memo[key]
+	}
 	open := make(map[Port]*netipx.IPSetBuilder)
 	for _, sp := range t.ports {
+		if i, ok := t.prev.indexOf(sp); ok && before != nil {
+			v := before.verdicts[i]
+			if v.Allowed {
+				addOpen(open, sp)
+			}
+			o.verdicts = append(o.verdicts, v)
+			continue
+		}
 		v := ServiceVerdict{Service: sp.service, Port: sp.port, Frontends: sp.frontends}
 		counted := 0
 		for _, ep := range sp.endpoints {
@@ -307,13 +452,7 @@ func (t *serviceTable) outcome(rules []Rule, node string) *serviceOutcome {
 		default:
 			v.Allowed = true
 			v.Reason = reasonAllowed
-			port := Port{Protocol: sp.port.Protocol, Port: sp.port.Port}
-			b := open[port]
-			if b == nil {
-				b = new(netipx.IPSetBuilder)
-				open[port] = b
-			}
-			addHosts(b, sp.frontends)
+			addOpen(open, sp)
 		}
 		o.verdicts = append(o.verdicts, v)
 	}
@@ -329,6 +468,33 @@ func (t *serviceTable) outcome(rules []Rule, node string) *serviceOutcome {
 	}
 	t.memo[key] = o
 	return o
+}
+
+// addOpen adds the frontends of sp to the open ones of its port.
+func addOpen(open map[Port]*netipx.IPSetBuilder, sp *servicePort) {
+	port := Port{Protocol: sp.port.Protocol, Port: sp.port.Port}
+	b := open[port]
+	if b == nil {
+		b = new(netipx.IPSetBuilder)
+		open[port] = b
+	}
+	addHosts(b, sp.frontends)
+}
+
+// indexOf returns the position of sp in t's ports; false when t is nil or
+// does not have it.
+func (t *serviceTable) indexOf(sp *servicePort) (int, bool) {
+	if t == nil {
+		return 0, false
+	}
+	if t.index == nil {
+		t.index = make(map[*servicePort]int, len(t.ports))
+		for i, p := range t.ports {
+			t.index[p] = i
+		}
+	}
+	i, ok := t.index[sp]
+	return i, ok
 }
 
 // rulesKey identifies a pod's compiled egress rules within one Compile: peers
