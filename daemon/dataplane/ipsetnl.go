@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -146,6 +147,20 @@ type ipsetConn struct {
 	seq      uint32
 	revision uint8
 	buf      []byte
+	// committed is set once an nf_tables transaction went to the kernel on
+	// this socket: closing it then waits for the kernel's deferred
+	// destruction of the replaced rules, an RCU grace period (15-20 ms
+	// here), so it is closed off the caller's path.
+	committed bool
+}
+
+// closeSoon closes the connection, in the background if that may wait.
+func (c *ipsetConn) closeSoon() {
+	if c.committed {
+		go c.close()
+		return
+	}
+	c.close()
 }
 
 // hashNetRevision is the hash:net revision sets are created with, learnt from
@@ -158,7 +173,7 @@ func openIPSet() (*ipsetConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ipset netlink socket: %w", err)
 	}
-	c := &ipsetConn{fd: fd, buf: make([]byte, 1<<16)}
+	c := &ipsetConn{fd: fd}
 	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		c.close()
 		return nil, fmt.Errorf("ipset netlink bind: %w", err)
@@ -186,6 +201,20 @@ func (c *ipsetConn) close() {
 	if c.fd >= 0 {
 		unix.Close(c.fd)
 		c.fd = -1
+	}
+	c.park()
+}
+
+// recvBufs are the receive buffers of the connections in use: a Manager
+// keeps a connection per pod netns, and an idle one holds no buffer.
+var recvBufs = sync.Pool{New: func() any { b := make([]byte, 1<<16); return &b }}
+
+// park returns the connection's receive buffer while it is idle.
+func (c *ipsetConn) park() {
+	if c.buf != nil {
+		b := c.buf
+		recvBufs.Put(&b)
+		c.buf = nil
 	}
 }
 
@@ -320,6 +349,9 @@ func (c *ipsetConn) send(b []byte) error {
 
 // recv reads one datagram of netlink messages.
 func (c *ipsetConn) recv() ([]byte, error) {
+	if c.buf == nil {
+		c.buf = *recvBufs.Get().(*[]byte)
+	}
 	for {
 		n, _, err := unix.Recvfrom(c.fd, c.buf, 0)
 		if errors.Is(err, unix.EINTR) {

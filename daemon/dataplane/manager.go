@@ -90,10 +90,19 @@ type netnsState struct {
 	alias   map[string]string // canonical set names of gen -> sets reused from earlier generations
 	applied *rendered         // with the aliases applied
 	stale   []string          // old sets that could not be destroyed yet
+	// conn is a netfilter netlink socket opened in the netns id, kept
+	// while it is known: a socket stays in the netns it was made in, so a
+	// change of set members needs neither a thread switched into the netns
+	// nor a new socket (most of such an Apply's cost).
+	conn *ipsetConn
 }
 
 func (s *netnsState) forget() {
 	s.known, s.applied, s.stale, s.alias = false, nil, nil, nil
+	if s.conn != nil {
+		s.conn.closeSoon()
+		s.conn = nil
+	}
 }
 
 func (s *netnsState) remember(id netnsID, gen uint32, alias map[string]string, applied *rendered, stale []string) {
@@ -213,12 +222,27 @@ func (m *Manager) Apply(ctx context.Context, netnsPath string, spec Spec) error 
 		if len(s.stale) == 0 && want.equal(s.applied) {
 			return nil
 		}
+		if s.conn != nil && len(s.stale) == 0 && want.sameStructure(s.applied) {
+			// Members only, on the netns's own socket, from this thread.
+			x := &executor{ctx: ctx, m: m, id: s.id, conn: s.conn}
+			s.conn = nil // the executor's until keepConn
+			err := x.changeMembers(s, want)
+			x.keepConn(s)
+			x.close()
+			if err != nil {
+				return fmt.Errorf("apply firewall for %s in %s: %w", spec.Pod, netnsPath, err)
+			}
+			return nil
+		}
 	}
 	err = m.inNetns(ctx, netnsPath, func(x *executor) error {
 		if s.known && s.id != x.id {
 			s.forget()
 		}
-		return m.apply(x, s, spec, want)
+		x.conn, s.conn = s.conn, nil // the executor's until keepConn
+		err := m.apply(x, s, spec, want)
+		x.keepConn(s)
+		return err
 	})
 	if err != nil {
 		if errors.Is(err, ErrNetnsGone) {
@@ -250,11 +274,22 @@ func (m *Manager) destroyStaleLater(path string) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
+		if s.conn != nil {
+			// On the netns's own socket, from this thread.
+			x := &executor{ctx: ctx, m: m, id: s.id, conn: s.conn}
+			s.conn = nil // the executor's until keepConn
+			_ = x.destroyStale(s)
+			x.keepConn(s)
+			x.close()
+			return
+		}
 		_ = m.inNetns(ctx, path, func(x *executor) error {
 			if x.id != s.id {
 				return nil
 			}
-			return x.destroyStale(s) // what is left is retried by the next operation
+			err := x.destroyStale(s) // what is left is retried by the next operation
+			x.keepConn(s)
+			return err
 		})
 	}()
 }
@@ -482,23 +517,23 @@ type executor struct {
 	m    *Manager
 	id   netnsID
 	conn *ipsetConn // opened on first use
-	// committed is set once an nf_tables transaction went to the kernel
-	// on conn.
-	committed bool
+}
+
+// keepConn hands the executor's socket to s, parked, when s remembers the
+// netns the executor runs in; the executor then no longer closes it.
+func (x *executor) keepConn(s *netnsState) {
+	if x.conn != nil && x.conn.fd >= 0 && s.known && s.id == x.id && s.conn == nil {
+		s.conn = x.conn
+		s.conn.park()
+		x.conn = nil
+	}
 }
 
 func (x *executor) close() {
-	if x.conn == nil {
-		return
+	if x.conn != nil {
+		x.conn.closeSoon()
+		x.conn = nil
 	}
-	if x.committed {
-		// Closing a netfilter netlink socket makes the kernel finish its
-		// deferred destruction of replaced rules first, an RCU grace period
-		// (15-20 ms here): let that wait happen off the caller's path.
-		go x.conn.close()
-		return
-	}
-	x.conn.close()
 }
 
 // ipset runs ops over netlink in the netns and returns the failures.

@@ -302,7 +302,7 @@ func (x *executor) writeTransitions(want, cur [2]table, do [2]bool) error {
 		return nil
 	}
 	x.m.nftBatches.Add(1)
-	x.committed = true
+	c.committed = true
 	return b.commit()
 }
 
