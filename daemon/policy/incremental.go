@@ -27,6 +27,9 @@ import (
 //     A pod is known by pointer; a new pointer whose content equals the pod
 //     of the same namespace/name that disappeared is taken as unchanged, and
 //     one that differs only in labels keeps its addresses.
+//   - A copy of the last pods list: a call looks only at the pods between
+//     the prefix and the suffix the new list shares with it (compared by
+//     pointer), so that one changed pod costs the same at any cluster size.
 //   - Per namespace, its eligible peer pods and labels, with versions that
 //     change whenever they change, and its pods' addresses per named port.
 //   - The matches of selector peers (address set and destinations), valid
@@ -56,8 +59,15 @@ type Compiler struct {
 	owner  map[netip.Addr]*podEntry
 	rivals map[netip.Addr][]*podEntry
 	// tied are the addresses whose owner is decided by input order (two
-	// claimants the claim order cannot tell apart): rechecked every call.
+	// claimants the claim order cannot tell apart): rechecked whenever the
+	// pods change.
 	tied map[netip.Addr]struct{}
+	// prevPods is a copy of the pods of the previous call (see syncPods);
+	// positionsCurrent tells whether every entry's index is its position
+	// in them, and positionWalk counts the walks that set the indexes.
+	prevPods         []*Pod
+	positionsCurrent bool
+	positionWalk     uint64
 	// allGen changes whenever the eligible pods, their addresses or their
 	// ports change: what the matches of ipBlocks and of an empty from/to
 	// depend on.
@@ -115,11 +125,16 @@ func (c *Compiler) init() {
 
 // podEntry is what the compiler knows of one pod of the state.
 type podEntry struct {
-	pod     *Pod
-	seen    uint64 // gen of the last call whose state had the pod
-	index   int    // position of the pod in that state (for ties)
-	nsIndex int    // position in ns.members
-	ns      *nsEntry
+	pod *Pod
+	// count is how many times the current pods list the pod (0 once it
+	// is gone).
+	count int
+	// index is where the current pods first list the pod, as of the
+	// position walk positionWalk (see Compiler.position; for ties only).
+	index        int
+	positionWalk uint64
+	nsIndex      int // position in ns.members
+	ns           *nsEntry
 	// claims are the pod's valid addresses, unmapped and unique, when the
 	// pod can be a peer.
 	claims []netip.Addr
@@ -299,38 +314,35 @@ func podsEqual(a, b *Pod, withLabels bool) bool {
 
 // syncPods brings the pod, address and namespace-membership indexes up to
 // pods, marking the namespaces whose peers changed.
+//
+// Only what changed since the previous call is looked at: pods is compared
+// with a copy of the previous call's pods by pointer, and the common prefix
+// and suffix (the same pods at the same places) are skipped; the pods of
+// the windows in between are counted out (old window) and in (new window),
+// so that a pod listed twice, moved, or also listed outside the windows is
+// still known to be there. The copy is the compiler's own, so a caller's
+// slice modified in place after a call is seen as changed.
 func (c *Compiler) syncPods(pods []*Pod) {
 	gen := c.gen
-	type newPod struct {
-		pod   *Pod
-		index int
+	prev := c.prevPods
+	start, oldEnd, newEnd := 0, len(prev), len(pods)
+	for start < oldEnd && start < newEnd && prev[start] == pods[start] {
+		start++
 	}
-	var added []newPod
-	distinct := 0
-	for i, p := range pods {
-		if p == nil {
-			continue
-		}
-		e := c.pods[p]
-		if e == nil {
-			added = append(added, newPod{p, i})
-			continue
-		}
-		if e.seen != gen {
-			e.seen = gen
-			e.index = i
-			distinct++
-		}
+	for oldEnd > start && newEnd > start && prev[oldEnd-1] == pods[newEnd-1] {
+		oldEnd--
+		newEnd--
 	}
-	var removed []*podEntry
-	if distinct != len(c.pods) {
-		for _, e := range c.pods {
-			if e.seen != gen {
-				removed = append(removed, e)
-			}
-		}
+	changed := start < oldEnd || start < newEnd
+	added, removed, ok := c.countWindows(prev[start:oldEnd], pods[start:newEnd])
+	if !ok {
+		added, removed = c.recount(pods)
 	}
-	if len(added) == 0 && len(removed) == 0 && len(c.tied) == 0 {
+	if changed {
+		c.prevPods = slices.Replace(prev, start, oldEnd, pods[start:newEnd]...)
+		c.positionsCurrent = false
+	}
+	if len(added) == 0 && len(removed) == 0 && (!changed || len(c.tied) == 0) {
 		c.rebuildNamespaces()
 		return
 	}
@@ -357,19 +369,16 @@ func (c *Compiler) syncPods(pods []*Pod) {
 		}
 	}
 	paired := make(map[*podEntry]bool)
-	for _, np := range added {
-		p := np.pod
+	for _, p := range added {
 		if e := c.pods[p]; e != nil { // listed twice
-			if e.seen != gen {
-				e.seen, e.index = gen, np.index
-			}
+			e.count++
 			continue
 		}
 		if old := gone[podRef{p.Namespace, p.Name}]; old != nil && !paired[old] && podsEqual(old.pod, p, false) {
 			paired[old] = true
 			delete(c.pods, old.pod)
 			relabelled := !maps.Equal(old.pod.Labels, p.Labels)
-			old.pod, old.seen, old.index = p, gen, np.index
+			old.pod, old.count = p, 1
 			c.pods[p] = old
 			if relabelled && old.pp != nil {
 				old.pp = &peerPod{pod: p, addrs: old.pp.addrs}
@@ -377,7 +386,7 @@ func (c *Compiler) syncPods(pods []*Pod) {
 			}
 			continue
 		}
-		e := &podEntry{pod: p, seen: gen, index: np.index, claims: podClaims(p)}
+		e := &podEntry{pod: p, count: 1, claims: podClaims(p)}
 		e.ns = c.namespace(p.Namespace)
 		e.nsIndex = len(e.ns.members)
 		e.ns.members = append(e.ns.members, e)
@@ -406,12 +415,13 @@ func (c *Compiler) syncPods(pods []*Pod) {
 			e.ns.peersDirty = true
 			c.allGen = gen
 		}
-		e.seen = 0
 	}
 	// The owner of an address claimants tie on depends on input order,
 	// which may have moved.
-	for a := range c.tied {
-		affect(a)
+	if changed {
+		for a := range c.tied {
+			affect(a)
+		}
 	}
 	for a, before := range affected {
 		delete(c.tied, a)
@@ -421,7 +431,7 @@ func (c *Compiler) syncPods(pods []*Pod) {
 			c.owner[a] = owner
 		}
 		if owner != before {
-			if before != nil && before.seen == gen {
+			if before != nil && before.count > 0 {
 				touched = append(touched, before)
 			}
 			if owner != nil {
@@ -454,6 +464,86 @@ func (c *Compiler) syncPods(pods []*Pod) {
 		c.allGen = gen
 	}
 	c.rebuildNamespaces()
+}
+
+// countWindows counts the pods of the new window in and those of the old
+// window out; a pod at the same place in both counts neither (the windows
+// of pods republished here and there under new pointers are long, but only
+// those places cost a lookup). added are the pods of the new window the
+// compiler does not know (a pod listed twice there, twice), removed the
+// entries no longer listed anywhere. ok is false when the old window names
+// a pod the compiler does not count (it cannot, unless its copy of the
+// previous pods is wrong); the counts are then unusable and recount must
+// redo them.
+func (c *Compiler) countWindows(old, now []*Pod) (added []*Pod, removed []*podEntry, ok bool) {
+	for i, p := range now {
+		if p == nil || i < len(old) && old[i] == p {
+			continue
+		}
+		if e := c.pods[p]; e != nil {
+			e.count++
+			continue
+		}
+		added = append(added, p)
+	}
+	for i, p := range old {
+		if p == nil || i < len(now) && now[i] == p {
+			continue
+		}
+		e := c.pods[p]
+		if e == nil || e.count <= 0 {
+			return nil, nil, false
+		}
+		e.count--
+		if e.count == 0 {
+			removed = append(removed, e)
+		}
+	}
+	return added, removed, true
+}
+
+// recount counts every pod of pods from scratch, as countWindows does for
+// its windows.
+func (c *Compiler) recount(pods []*Pod) (added []*Pod, removed []*podEntry) {
+	for _, e := range c.pods {
+		e.count = 0
+	}
+	for _, p := range pods {
+		if p == nil {
+			continue
+		}
+		if e := c.pods[p]; e != nil {
+			e.count++
+			continue
+		}
+		added = append(added, p)
+	}
+	for _, e := range c.pods {
+		if e.count == 0 {
+			removed = append(removed, e)
+		}
+	}
+	return added, removed
+}
+
+// position returns where e's pod is first listed in the current pods. The
+// positions are found by one walk over the pods, and only once a tie needs
+// them after the pods changed: keeping them current on every change would
+// cost a walk per call, since one insertion moves every pod after it.
+func (c *Compiler) position(e *podEntry) int {
+	if !c.positionsCurrent {
+		c.positionWalk++
+		for i, p := range c.prevPods {
+			if p == nil {
+				continue
+			}
+			if pe := c.pods[p]; pe != nil && pe.positionWalk != c.positionWalk {
+				pe.positionWalk, pe.index = c.positionWalk, i
+			}
+		}
+		c.positionsCurrent = true
+	}
+	return e.index
 }
 
 // addClaim records that e claims a.
@@ -502,7 +592,7 @@ func (c *Compiler) bestClaimant(a netip.Addr, claimants []*podEntry) *podEntry {
 			best = e
 		case !claimsBefore(best.pod, e.pod):
 			c.tied[a] = struct{}{}
-			if e.index < best.index {
+			if c.position(e) < c.position(best) {
 				best = e
 			}
 		}

@@ -114,23 +114,26 @@ func (m *mutator) change(t *testing.T, st *State, local []LocalPod) (*State, []L
 	next := *st
 	next.Pods = slices.Clone(st.Pods)
 	var what string
-	switch op := in.Intn(23); op {
+	switch op := in.Intn(30); op {
 	case 0: // a new pod
 		p := m.pod(in)
-		if len(next.Pods) > 0 && next.Pods[0] != nil && in.Intn(3) == 0 {
-			// A twin of a listed pod (same name, UID, phase, addresses)
-			// with other labels: the claim order cannot tell them apart,
-			// the input order decides which one owns the addresses.
-			twin := *next.Pods[in.Intn(len(next.Pods))]
-			twin.Labels = fuzzLabels(in)
-			p = &twin
+		if len(next.Pods) > 0 && in.Intn(3) == 0 {
+			if listed := next.Pods[in.Intn(len(next.Pods))]; listed != nil {
+				// A twin of a listed pod (same name, UID, phase,
+				// addresses) with other labels: the claim order cannot
+				// tell them apart, the input order decides which one
+				// owns the addresses.
+				twin := *listed
+				twin.Labels = fuzzLabels(in)
+				p = &twin
+			}
 		}
 		next.Pods = append(next.Pods, p)
 		what = "add pod " + p.Key()
 	case 1: // a pod goes away
 		if len(next.Pods) > 0 {
 			i := in.Intn(len(next.Pods))
-			what = "remove pod " + next.Pods[i].Key()
+			what = "remove pod " + podKey(next.Pods[i])
 			next.Pods = slices.Delete(next.Pods, i, i+1)
 		}
 	case 2: // relabelled
@@ -268,6 +271,76 @@ func (m *mutator) change(t *testing.T, st *State, local []LocalPod) (*State, []L
 		what = fmt.Sprintf("%d local pods", len(local))
 	case 18: // nothing changed, same objects
 		return st, local, "nothing"
+	case 23: // pods inserted in the middle: new ones, or listed ones again
+		i := in.Intn(len(next.Pods) + 1)
+		var ins []*Pod
+		for range 1 + in.Intn(3) {
+			if len(st.Pods) > 0 && in.Bool() {
+				ins = append(ins, st.Pods[in.Intn(len(st.Pods))]) // the same pointer twice
+			} else {
+				ins = append(ins, m.pod(in))
+			}
+		}
+		next.Pods = slices.Insert(next.Pods, i, ins...)
+		what = fmt.Sprintf("insert %d pods at %d", len(ins), i)
+	case 24: // a run of pods removed from the middle
+		if len(next.Pods) > 0 {
+			i := in.Intn(len(next.Pods))
+			j := min(len(next.Pods), i+1+in.Intn(3))
+			next.Pods = slices.Delete(next.Pods, i, j)
+			what = fmt.Sprintf("remove pods %d..%d", i, j)
+		}
+	case 25: // a pod moved
+		if len(next.Pods) > 1 {
+			i, j := in.Intn(len(next.Pods)), in.Intn(len(next.Pods))
+			p := next.Pods[i]
+			next.Pods = slices.Insert(slices.Delete(next.Pods, i, i+1), j, p)
+			what = fmt.Sprintf("move pod %s from %d to %d", podKey(p), i, j)
+		}
+	case 26: // a nil entry added or dropped
+		if k := slices.Index(next.Pods, nil); k >= 0 && in.Bool() {
+			next.Pods = slices.Delete(next.Pods, k, k+1)
+			what = fmt.Sprintf("drop the nil entry at %d", k)
+		} else {
+			i := in.Intn(len(next.Pods) + 1)
+			next.Pods = slices.Insert(next.Pods, i, nil)
+			what = fmt.Sprintf("nil entry at %d", i)
+		}
+	case 27: // a pod replaced in place by another one (new, or listed elsewhere)
+		if len(next.Pods) > 0 {
+			i := in.Intn(len(next.Pods))
+			p := m.pod(in)
+			if in.Bool() {
+				p = st.Pods[in.Intn(len(st.Pods))]
+			}
+			what = fmt.Sprintf("pod %s at %d replaced by %s", podKey(next.Pods[i]), i, podKey(p))
+			next.Pods[i] = p
+		}
+	case 28: // tied claimants change places
+		if i, j := twins(next.Pods); i >= 0 {
+			next.Pods[i], next.Pods[j] = next.Pods[j], next.Pods[i]
+			what = fmt.Sprintf("twins %s at %d and %d swapped", podKey(next.Pods[i]), i, j)
+		} else if len(next.Pods) > 0 && next.Pods[0] != nil {
+			i := in.Intn(len(next.Pods))
+			if p := next.Pods[i]; p != nil {
+				twin := *p
+				twin.Labels = fuzzLabels(in)
+				next.Pods = slices.Insert(next.Pods, i+in.Intn(2), &twin)
+				what = "twin of " + p.Key() + " next to it"
+			}
+		}
+	case 29: // the previous slice modified in place (a caller reusing its slice)
+		next.Pods = st.Pods
+		if len(next.Pods) > 1 {
+			i, j := in.Intn(len(next.Pods)), in.Intn(len(next.Pods))
+			next.Pods[i], next.Pods[j] = next.Pods[j], next.Pods[i]
+			if p := next.Pods[i]; p != nil && in.Bool() {
+				cp := *p
+				cp.Labels = fuzzLabels(in)
+				next.Pods[i] = &cp
+			}
+			what = fmt.Sprintf("pods %d and %d swapped in place", i, j)
+		}
 	case 19: // a burst of changes at once
 		s, l := st, local
 		for range 2 + in.Intn(4) {
@@ -281,6 +354,27 @@ func (m *mutator) change(t *testing.T, st *State, local []LocalPod) (*State, []L
 		what = "no-op"
 	}
 	return &next, local, what
+}
+
+// podKey is p.Key(), or "nil".
+func podKey(p *Pod) string {
+	if p == nil {
+		return "nil"
+	}
+	return p.Key()
+}
+
+// twins returns the positions of two different pods listed with the same
+// name and UID (claimants the claim order may not tell apart), or -1, -1.
+func twins(pods []*Pod) (int, int) {
+	for i, p := range pods {
+		for j := i + 1; j < len(pods); j++ {
+			if q := pods[j]; p != nil && q != nil && p != q && p.Key() == q.Key() && p.UID == q.UID {
+				return i, j
+			}
+		}
+	}
+	return -1, -1
 }
 
 // clonePod replaces a random pod of st by a copy and returns the copy.

@@ -40,8 +40,9 @@ func BenchmarkCompileScale(b *testing.B) {
 // new pointer), pod-add (a remote pod in a namespace cross-namespace rules
 // admit), namespace-relabel (one namespace's env label), policy (one
 // policy's peer selector), local-pointers (the local pods republished
-// under new pointers with the same content, as the syncer does on every
-// sync) and none (the same state again). It reports; it asserts nothing
+// under new pointers with the same content, as the syncer did on every
+// sync before it kept its merged local pods) and none (the same state
+// again). It reports; it asserts nothing
 // about time.
 func BenchmarkCompileIncremental(b *testing.B) {
 	for _, change := range []string{"pod-relabel", "pod-add", "namespace-relabel", "policy", "local-pointers", "none"} {
