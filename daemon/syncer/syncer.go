@@ -9,7 +9,6 @@
 package syncer
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,9 +20,6 @@ import (
 	gosync "sync"
 	"sync/atomic"
 	"time"
-
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podwall/podwall/daemon/checkpoint"
 	"github.com/podwall/podwall/daemon/dataplane"
@@ -138,6 +134,8 @@ type Syncer struct {
 	// compiler keeps the policy compiler's work between syncs, so that a
 	// sync costs what changed since the last one (its zero value is ready).
 	compiler policy.Compiler
+	// local is what localState keeps between syncs (localstate.go).
+	local localCache
 }
 
 // Stats are counters for the status API.
@@ -525,106 +523,6 @@ func (s *Syncer) compile(targets []*attachment) (map[string]*policy.Firewall, []
 	res := s.compiler.Compile(state, locals)
 	s.recordServices(targets, res)
 	return res.Firewalls, res.Problems
-}
-
-// localState merges the source's state with the local attachments: a local
-// pod's addresses are those of its CNI result (which may be earlier than the
-// source knows them), and a pod the source does not know is the pod its ADD
-// lookup returned, else a pod with no labels and no ports. Targets that are
-// no longer attached (deleted or replaced meanwhile) are left out.
-func (s *Syncer) localState(targets []*attachment) (*policy.State, []policy.LocalPod) {
-	src := s.opts.Source.State()
-	if src == nil {
-		src = &policy.State{}
-	}
-	type localAttachment struct {
-		a      *attachment
-		looked *policy.Pod
-	}
-	s.mu.Lock()
-	all := make([]localAttachment, 0, len(s.atts))
-	attached := make(map[*attachment]bool, len(s.atts))
-	for _, a := range s.atts {
-		all = append(all, localAttachment{a, a.looked})
-		attached[a] = true
-	}
-	s.mu.Unlock()
-	// The source's view of the local pods, found in one pass over the
-	// cluster's pods without building a key per pod.
-	byKey := make(map[podName]*policy.Pod, len(all))
-	for _, la := range all {
-		byKey[podName{la.a.rec.Namespace, la.a.rec.Name}] = nil
-	}
-	for _, p := range src.Pods {
-		if p == nil {
-			continue
-		}
-		k := podName{p.Namespace, p.Name}
-		if _, ok := byKey[k]; ok {
-			byKey[k] = p
-		}
-	}
-	s.mu.Lock()
-	for i, la := range all {
-		if la.a.looked != nil && byKey[podName{la.a.rec.Namespace, la.a.rec.Name}] != nil {
-			la.a.looked = nil // the snapshot has caught up; it is authoritative now
-			all[i].looked = nil
-		}
-	}
-	s.mu.Unlock()
-	// Deterministic merge order: a pod with several attachments gets its
-	// addresses in the same order whatever the map order.
-	slices.SortFunc(all, func(x, y localAttachment) int { return cmp.Compare(x.a.rec.Key(), y.a.rec.Key()) })
-
-	local := map[podName]*policy.Pod{} // merged pods
-	for _, la := range all {
-		a := la.a
-		k := podName{a.rec.Namespace, a.rec.Name}
-		if p, ok := local[k]; ok {
-			p.IPs = appendUnique(p.IPs, a.ips...)
-			continue
-		}
-		var p policy.Pod
-		switch {
-		case byKey[k] != nil:
-			p = *byKey[k]
-		case la.looked != nil:
-			p = *la.looked
-		default:
-			// Unknown to the source: no labels, no ports. It was created
-			// when it was attached, so it wins its addresses over an older
-			// pod that still claims them.
-			p = policy.Pod{Namespace: a.rec.Namespace, Name: a.rec.Name, UID: a.rec.UID,
-				Created: metav1.NewTime(a.rec.Added)}
-		}
-		p.IPs = slices.Clone(a.ips)
-		p.NodeName = s.opts.NodeName
-		p.Phase = corev1.PodRunning
-		p.Deleting = false
-		local[k] = &p
-	}
-	pods := make([]*policy.Pod, 0, len(src.Pods)+len(local))
-	for _, p := range src.Pods {
-		if p == nil {
-			continue
-		}
-		if _, ok := local[podName{p.Namespace, p.Name}]; !ok {
-			pods = append(pods, p)
-		}
-	}
-	for _, p := range local {
-		pods = append(pods, p)
-	}
-	state := &policy.State{Namespaces: src.Namespaces, Pods: pods, Policies: src.Policies,
-		Services: src.Services, EndpointSlices: src.EndpointSlices, ServiceCIDRs: src.ServiceCIDRs}
-	locals := make([]policy.LocalPod, 0, len(targets))
-	for _, a := range targets {
-		if !attached[a] {
-			continue
-		}
-		locals = append(locals, policy.LocalPod{Key: a.rec.Key(), Pod: local[podName{a.rec.Namespace, a.rec.Name}]})
-	}
-	return state, locals
 }
 
 // podName identifies a pod by namespace and name.
