@@ -124,11 +124,17 @@ func newServiceTable(state *State, res *Result) *serviceTable {
 // every Service of the cluster. Like the persistent Compiler it rests on the
 // sources' promise that published objects are never modified.
 type serviceCache struct {
-	entries map[*Service]*serviceEntry
 	// Inputs of the last update, and what it built from them.
-	services  []*Service
-	slices    []*EndpointSlice
-	cidrs     []netip.Prefix
+	services []*Service
+	slices   []*EndpointSlice
+	cidrs    []netip.Prefix
+	// entries are the Services in table order; byRef finds them by name.
+	entries []*serviceEntry
+	byRef   map[serviceRef]*serviceEntry
+	// bySvc are the EndpointSlices of each Service (in no particular
+	// order: an entry's endpoints are sorted). A list is replaced, never
+	// modified, when its slices change: entries keep the one they were
+	// built from.
 	bySvc     map[serviceRef][]*EndpointSlice
 	table     *serviceTable
 	problems  []error
@@ -145,6 +151,7 @@ type serviceEntry struct {
 	key      string
 	slices   []*EndpointSlice
 	built    bool
+	stale    bool // its EndpointSlices changed since it was built
 	ports    []*servicePort
 	problems []error
 	// clusterIPs and external (external IPs per service port) feed the
@@ -155,43 +162,28 @@ type serviceEntry struct {
 
 // update returns the table of state and the Service ports it cannot use.
 // The table is new whenever anything changed (its memo starts empty);
-// otherwise the last one, its memo swept.
+// otherwise the last one, its memo swept. What it looks at follows the
+// change: the EndpointSlices that differ from the last update's (compared
+// by pointer), the Services they belong to, and all Services only when the
+// Services changed.
 func (c *serviceCache) update(state *State) (*serviceTable, []error) {
-	if c.table != nil && slices.Equal(state.Services, c.services) &&
-		slices.Equal(state.EndpointSlices, c.slices) && slices.Equal(state.ServiceCIDRs, c.cidrs) {
+	sameServices := c.table != nil && slices.Equal(state.Services, c.services)
+	sameSlices := c.table != nil && slices.Equal(state.EndpointSlices, c.slices)
+	if sameServices && sameSlices && slices.Equal(state.ServiceCIDRs, c.cidrs) {
 		c.table.prev = nil
 		c.table.sweep()
 		return c.table, c.problems
 	}
-	if c.bySvc == nil || !slices.Equal(state.EndpointSlices, c.slices) {
+	if !sameServices {
+		c.index(state.Services)
+	}
+	switch {
+	case c.bySvc == nil:
 		c.bySvc = make(map[serviceRef][]*EndpointSlice)
-		for _, es := range state.EndpointSlices {
-			if es != nil && es.Service != "" {
-				ref := serviceRef{es.Namespace, es.Service}
-				c.bySvc[ref] = append(c.bySvc[ref], es)
-			}
-		}
+		c.patch(nil, state.EndpointSlices)
+	case !sameSlices:
+		c.followSlices(state.EndpointSlices)
 	}
-	entries := make(map[*Service]*serviceEntry, len(state.Services))
-	order := make([]*serviceEntry, 0, len(state.Services))
-	for _, svc := range state.Services {
-		if svc == nil {
-			continue
-		}
-		e := entries[svc]
-		if e == nil {
-			if e = c.entries[svc]; e == nil {
-				e = &serviceEntry{svc: svc, key: svc.Key()}
-			}
-			entries[svc] = e
-		}
-		order = append(order, e)
-	}
-	byKey := func(a, b *serviceEntry) int { return cmp.Compare(a.key, b.key) }
-	if !slices.IsSortedFunc(order, byKey) {
-		slices.SortStableFunc(order, byKey)
-	}
-	order = slices.CompactFunc(order, func(a, b *serviceEntry) bool { return a.key == b.key })
 
 	t := &serviceTable{memo: make(map[string]*serviceOutcome)}
 	if c.table != nil {
@@ -200,24 +192,111 @@ func (c *serviceCache) update(state *State) (*serviceTable, []error) {
 		t.prev = c.table
 	}
 	var problems []error
-	for _, e := range order {
-		esList := c.bySvc[serviceRef{e.svc.Namespace, e.svc.Name}]
-		if !e.built || !slices.Equal(esList, e.slices) {
-			e.build(esList)
+	for _, e := range c.entries {
+		if !e.built || e.stale {
+			esList := c.bySvc[serviceRef{e.svc.Namespace, e.svc.Name}]
+			if !e.built || !slices.Equal(esList, e.slices) {
+				e.build(esList)
+			}
+			e.stale = false
 		}
 		problems = append(problems, e.problems...)
 		t.ports = append(t.ports, e.ports...)
 		t.anyLocal = t.anyLocal || e.svc.InternalTrafficLocal && len(e.ports) > 0
 	}
-	if c.table != nil && slices.Equal(order, c.guardFrom) && slices.Equal(state.ServiceCIDRs, c.cidrs) {
+	if c.table != nil && slices.Equal(c.entries, c.guardFrom) && slices.Equal(state.ServiceCIDRs, c.cidrs) {
 		t.guard = c.table.guard
 	} else {
-		t.guard = buildGuard(order, state.ServiceCIDRs)
-		c.guardFrom = order
+		t.guard = buildGuard(c.entries, state.ServiceCIDRs)
+		c.guardFrom = c.entries
 	}
-	c.entries, c.table, c.problems = entries, t, problems
+	c.table, c.problems = t, problems
 	c.services, c.slices, c.cidrs = state.Services, state.EndpointSlices, state.ServiceCIDRs
 	return t, problems
+}
+
+// index orders the entries of services by key (the first of a key in input
+// order wins), keeping the entries of the Services that stay.
+func (c *serviceCache) index(services []*Service) {
+	entries := make([]*serviceEntry, 0, len(services))
+	seen := make(map[*Service]*serviceEntry, len(services))
+	for _, svc := range services {
+		if svc == nil {
+			continue
+		}
+		e := seen[svc]
+		if e == nil {
+			if e = c.byRef[serviceRef{svc.Namespace, svc.Name}]; e == nil || e.svc != svc {
+				e = &serviceEntry{svc: svc, key: svc.Key()}
+			}
+			seen[svc] = e
+		}
+		entries = append(entries, e)
+	}
+	byKey := func(a, b *serviceEntry) int { return cmp.Compare(a.key, b.key) }
+	if !slices.IsSortedFunc(entries, byKey) {
+		slices.SortStableFunc(entries, byKey)
+	}
+	c.entries = slices.CompactFunc(entries, func(a, b *serviceEntry) bool { return a.key == b.key })
+	c.byRef = make(map[serviceRef]*serviceEntry, len(c.entries))
+	for _, e := range c.entries {
+		c.byRef[serviceRef{e.svc.Namespace, e.svc.Name}] = e
+	}
+}
+
+// followSlices brings bySvc from the last update's EndpointSlices to
+// slices: only the window between their common prefix and suffix (by
+// pointer) is patched.
+func (c *serviceCache) followSlices(now []*EndpointSlice) {
+	prev := c.slices
+	start, oldEnd, newEnd := 0, len(prev), len(now)
+	for start < oldEnd && start < newEnd && prev[start] == now[start] {
+		start++
+	}
+	for oldEnd > start && newEnd > start && prev[oldEnd-1] == now[newEnd-1] {
+		oldEnd--
+		newEnd--
+	}
+	c.patch(prev[start:oldEnd], now[start:newEnd])
+}
+
+// patch removes the slices of gone from bySvc and adds those of added,
+// marking the entries of the Services whose lists change stale.
+func (c *serviceCache) patch(gone, added []*EndpointSlice) {
+	changed := make(map[serviceRef][]*EndpointSlice)
+	list := func(ref serviceRef) []*EndpointSlice {
+		l, ok := changed[ref]
+		if !ok {
+			l = slices.Clone(c.bySvc[ref]) // entries hold the old list
+		}
+		return l
+	}
+	for _, es := range gone {
+		if es != nil && es.Service != "" {
+			ref := serviceRef{es.Namespace, es.Service}
+			l := list(ref)
+			if i := slices.Index(l, es); i >= 0 {
+				l = slices.Delete(l, i, i+1)
+			}
+			changed[ref] = l
+		}
+	}
+	for _, es := range added {
+		if es != nil && es.Service != "" {
+			ref := serviceRef{es.Namespace, es.Service}
+			changed[ref] = append(list(ref), es)
+		}
+	}
+	for ref, l := range changed {
+		if len(l) == 0 {
+			delete(c.bySvc, ref)
+		} else {
+			c.bySvc[ref] = l
+		}
+		if e := c.byRef[ref]; e != nil {
+			e.stale = true
+		}
+	}
 }
 
 // build computes the entry's ports, problems and guard inputs from its
@@ -465,6 +544,11 @@ func (t *serviceTable) outcome(rules []Rule, node string) *serviceOutcome {
 		if set, err := open[port].IPSet(); err == nil && len(set.Prefixes()) > 0 {
 			o.rules = append(o.rules, Rule{Peer: Peer{Prefixes: set.Prefixes()}, Ports: []Port{port}})
 		}
+	}
+	if before != nil && rulesEqual(o.rules, before.rules) {
+		// The same slices as before: comparing each pod's firewall with
+		// the one in force then stops at their identity.
+		o.rules = before.rules
 	}
 	t.memo[key] = o
 	return o
