@@ -28,6 +28,10 @@ type localCache struct {
 	names map[podName]struct{}
 	// merged are the merged local pods of the last call, by name.
 	merged map[podName]*mergedPod
+	// pods is the last call's pods list, handed out again while neither
+	// the source's pods nor the merged pods changed (the compiler then
+	// sees the same slice and looks at nothing).
+	pods []*policy.Pod
 	// keys are the attachments' keys (Attachment.Key builds a string).
 	keys map[*attachment]string
 	ips  []netip.Addr // scratch
@@ -50,6 +54,14 @@ type mergedPod struct {
 	source, looked *policy.Pod
 	atts           []*attachment
 	node           string
+}
+
+// podGroup is a local pod's attachments (in key order) and the pod the
+// first one's lookup returned.
+type podGroup struct {
+	name   podName
+	looked *policy.Pod
+	atts   []*attachment
 }
 
 // localAttachment is an attachment and the pod its lookup returned, as
@@ -102,7 +114,7 @@ func (s *Syncer) localState(targets []*attachment) (*policy.State, []policy.Loca
 		names[podName{a.rec.Namespace, a.rec.Name}] = struct{}{}
 	}
 	c.keys = keys
-	c.follow(src.Pods, names)
+	srcChanged := c.follow(src.Pods, names)
 
 	// The source's view of the local pods: the last pod of each name.
 	bySource := make(map[podName]foundPod, len(names))
@@ -125,12 +137,7 @@ func (s *Syncer) localState(targets []*attachment) (*policy.State, []policy.Loca
 
 	// The attachments of each pod, pods in the order of their first
 	// attachment.
-	type group struct {
-		name   podName
-		looked *policy.Pod
-		atts   []*attachment
-	}
-	var groups []group
+	var groups []podGroup
 	groupOf := make(map[podName]int, len(names))
 	for _, la := range all {
 		k := podName{la.a.rec.Namespace, la.a.rec.Name}
@@ -139,16 +146,37 @@ func (s *Syncer) localState(targets []*attachment) (*policy.State, []policy.Loca
 			continue
 		}
 		groupOf[k] = len(groups)
-		groups = append(groups, group{name: k, looked: la.looked, atts: []*attachment{la.a}})
+		groups = append(groups, podGroup{name: k, looked: la.looked, atts: []*attachment{la.a}})
 	}
 	merged := make(map[podName]*mergedPod, len(groups))
+	mergedChanged := len(groups) != len(c.merged)
 	for _, g := range groups {
-		merged[g.name] = c.merge(bySource[g.name].pod, g.looked, g.atts, s.opts.NodeName)
+		m := c.merge(bySource[g.name].pod, g.looked, g.atts, s.opts.NodeName)
+		merged[g.name] = m
+		mergedChanged = mergedChanged || c.merged[g.name] != m
 	}
 	c.merged = merged
+	if srcChanged || mergedChanged || c.pods == nil {
+		c.pods = c.podsList(merged, bySource, groups)
+	}
+	pods := c.pods
 
-	// The source's pods with the local ones in their place: copies of the
-	// runs between the found positions.
+	state := &policy.State{Namespaces: src.Namespaces, Pods: pods, Policies: src.Policies,
+		Services: src.Services, EndpointSlices: src.EndpointSlices, ServiceCIDRs: src.ServiceCIDRs}
+	locals := make([]policy.LocalPod, 0, len(targets))
+	for _, a := range targets {
+		if !attached[a] {
+			continue
+		}
+		locals = append(locals, policy.LocalPod{Key: keys[a], Pod: merged[podName{a.rec.Namespace, a.rec.Name}].pod})
+	}
+	return state, locals
+}
+
+// podsList returns the source's pods with the local ones in their place
+// (copies of the runs between the found positions), then the local pods
+// the source does not list.
+func (c *localCache) podsList(merged map[podName]*mergedPod, bySource map[podName]foundPod, groups []podGroup) []*policy.Pod {
 	pods := make([]*policy.Pod, 0, len(c.src)+len(groups))
 	next := 0
 	for _, f := range c.found {
@@ -172,26 +200,19 @@ func (s *Syncer) localState(targets []*attachment) (*policy.State, []policy.Loca
 			pods = append(pods, merged[g.name].pod)
 		}
 	}
-
-	state := &policy.State{Namespaces: src.Namespaces, Pods: pods, Policies: src.Policies,
-		Services: src.Services, EndpointSlices: src.EndpointSlices, ServiceCIDRs: src.ServiceCIDRs}
-	locals := make([]policy.LocalPod, 0, len(targets))
-	for _, a := range targets {
-		if !attached[a] {
-			continue
-		}
-		locals = append(locals, policy.LocalPod{Key: keys[a], Pod: merged[podName{a.rec.Namespace, a.rec.Name}].pod})
-	}
-	return state, locals
+	return pods
 }
 
-// follow brings src and found up to pods and names. Only the pods between
-// the prefix and the suffix pods shares with src (compared by pointer) are
-// looked at, and of those only the ones not at the same place in src,
-// unless names has a name found does not cover: then every pod is.
-func (c *localCache) follow(pods []*policy.Pod, names map[podName]struct{}) {
+// follow brings src and found up to pods and names, and reports whether
+// either changed. Only the pods between the prefix and the suffix pods
+// shares with src (compared by pointer) are looked at, and of those only
+// the ones not at the same place in src, unless names has a name found
+// does not cover: then every pod is.
+func (c *localCache) follow(pods []*policy.Pod, names map[podName]struct{}) bool {
+	namesChanged := len(names) != len(c.names)
 	for k := range names {
 		if _, ok := c.names[k]; !ok {
+			namesChanged = true
 			clear(c.src) // no hold on pods gone from the source
 			c.src, c.found = c.src[:0], c.found[:0]
 			break
@@ -218,7 +239,7 @@ func (c *localCache) follow(pods []*policy.Pod, names map[podName]struct{}) {
 		newEnd--
 	}
 	if start == oldEnd && start == newEnd {
-		return
+		return namesChanged
 	}
 	lo := sort.Search(len(c.found), func(i int) bool { return c.found[i].index >= start })
 	hi := sort.Search(len(c.found), func(i int) bool { return c.found[i].index >= oldEnd })
@@ -250,6 +271,7 @@ func (c *localCache) follow(pods []*policy.Pod, names map[podName]struct{}) {
 	}
 	c.found = slices.Replace(c.found, lo, hi, window...)
 	c.src = slices.Replace(prev, start, oldEnd, pods[start:newEnd]...)
+	return true
 }
 
 // merge returns the merged pod of a local pod: the last call's when it was

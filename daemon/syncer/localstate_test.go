@@ -10,6 +10,7 @@ import (
 	"slices"
 	"testing"
 	"time"
+	"unsafe"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -90,12 +91,18 @@ func TestLocalStateReusesMergedPods(t *testing.T) {
 			if !slices.Equal(st1.Pods, st2.Pods) || !maps.Equal(mergedOf(locals1), mergedOf(locals2)) {
 				t.Fatalf("a second call with nothing changed gave other pods:\n%s\n%s", describePods(st1.Pods), describePods(st2.Pods))
 			}
+			if unsafe.SliceData(st1.Pods) != unsafe.SliceData(st2.Pods) {
+				t.Error("a second call with nothing changed built the pods list again")
+			}
 			before := mergedOf(locals1)
 			if before[web.Key()] != before[second.Key()] {
 				t.Fatal("the two attachments of web have different merged pods")
 			}
 			tc.change(t, tb)
 			st, locals := tb.sync.State()
+			if same := unsafe.SliceData(st.Pods) == unsafe.SliceData(st2.Pods); same != (tc.name == "nothing") {
+				t.Errorf("the pods list is the last call's: %v, want %v", same, tc.name == "nothing")
+			}
 			after := mergedOf(locals)
 			for _, rec := range []checkpoint.Attachment{web, second, db, ghost, late} {
 				got, ok := after[rec.Key()]
