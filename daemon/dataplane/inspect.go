@@ -263,16 +263,27 @@ func lineDiff(a, b []string) []string {
 
 // prefixDiff returns the prefixes of sorted a that are not in sorted b.
 func prefixDiff(a, b []netip.Prefix) []netip.Prefix {
-	var out []netip.Prefix
-	j := 0
-	for _, p := range a {
-		for j < len(b) && comparePrefix(b[j], p) < 0 {
+	onlyA, _ := prefixDiffs(a, b)
+	return onlyA
+}
+
+// prefixDiffs returns the prefixes only sorted a has and those only sorted
+// b has, in one pass: members that stay are equal at the places the walk
+// meets them, which costs a plain comparison rather than an ordering.
+func prefixDiffs(a, b []netip.Prefix) (onlyA, onlyB []netip.Prefix) {
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		switch {
+		case a[i] == b[j]:
+			i++
+			j++
+		case comparePrefix(a[i], b[j]) < 0:
+			onlyA = append(onlyA, a[i])
+			i++
+		default:
+			onlyB = append(onlyB, b[j])
 			j++
 		}
-		if j < len(b) && b[j] == p {
-			continue
-		}
-		out = append(out, p)
 	}
-	return out
+	return append(onlyA, a[i:]...), append(onlyB, b[j:]...)
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"unsafe"
 
 	"github.com/podwall/podwall/daemon/policy"
@@ -19,7 +20,10 @@ type Spec struct {
 	// Pod is "namespace/name", used in rule comments and errors.
 	Pod string
 	// Firewall is the desired firewall; nil or !Isolated() means no podwall
-	// rules or sets at all in the netns.
+	// rules or sets at all in the netns. The Manager keeps the prefix
+	// slices of its rules (to tell the next Apply what changed, and what
+	// it checked of them), so they must not be modified once passed, as
+	// the compiler never modifies the firewalls it returned.
 	Firewall *policy.Firewall
 	// NodeAddrs are always allowed in when ingress is isolated: the host's
 	// addresses and the gateway of the pod's link.
@@ -351,7 +355,7 @@ func addRule(add func(...string), peer []string, ports []policy.Port, comment, t
 // pods selected by the same rules share one copy of their peers, however
 // large, in the compiler and here.
 func familyPrefixes(f family, prefixes []netip.Prefix) []netip.Prefix {
-	if run, ok := canonicalRun(f, prefixes); ok {
+	if run, ok := canonicalRuns.get(f, prefixes); ok {
 		return run
 	}
 	var out []netip.Prefix
@@ -373,6 +377,56 @@ func familyPrefixes(f family, prefixes []netip.Prefix) []netip.Prefix {
 	}
 	slices.SortFunc(out, comparePrefix)
 	return slices.Compact(out)
+}
+
+// canonicalRuns remembers canonicalRun's answers per list. The compiler
+// hands every pod a policy rule selects the same prefix slice, and slices
+// it published are never modified: one check per slice instead of one per
+// pod (thousands of members each). A slice is known by its address and
+// length, and held by its entry, so that the address cannot come back as
+// another list while the entry exists.
+var canonicalRuns = runCache{entries: make(map[runKey]runEntry)}
+
+// maxCanonicalRuns bounds canonicalRuns: a full cache is emptied.
+const maxCanonicalRuns = 4096
+
+type runCache struct {
+	mu      sync.Mutex
+	entries map[runKey]runEntry
+}
+
+type runKey struct {
+	data *netip.Prefix
+	n    int
+	f    family
+}
+
+type runEntry struct {
+	prefixes []netip.Prefix // held: see canonicalRuns
+	run      []netip.Prefix
+	ok       bool
+}
+
+// get returns canonicalRun(f, prefixes), from the cache when it has it.
+func (c *runCache) get(f family, prefixes []netip.Prefix) ([]netip.Prefix, bool) {
+	if len(prefixes) < 64 {
+		return canonicalRun(f, prefixes) // cheaper than the lookup
+	}
+	key := runKey{data: unsafe.SliceData(prefixes), n: len(prefixes), f: f}
+	c.mu.Lock()
+	e, hit := c.entries[key]
+	c.mu.Unlock()
+	if hit {
+		return e.run, e.ok
+	}
+	run, ok := canonicalRun(f, prefixes)
+	c.mu.Lock()
+	if len(c.entries) >= maxCanonicalRuns {
+		clear(c.entries)
+	}
+	c.entries[key] = runEntry{prefixes: prefixes, run: run, ok: ok}
+	c.mu.Unlock()
+	return run, ok
 }
 
 // canonicalRun returns the prefixes of family f when they form one run of

@@ -140,10 +140,11 @@ func memberChangeOps(old, want []Set) []ipsetOp {
 		if sameMembers(o, w.Members) {
 			continue
 		}
-		for _, p := range prefixDiff(o, w.Members) {
+		gone, added := prefixDiffs(o, w.Members)
+		for _, p := range gone {
 			dels = append(dels, ipsetOp{cmd: ipsetCmdDel, set: w.Name, member: p})
 		}
-		for _, p := range prefixDiff(w.Members, o) {
+		for _, p := range added {
 			adds = append(adds, ipsetOp{cmd: ipsetCmdAdd, set: w.Name, member: p})
 		}
 	}
