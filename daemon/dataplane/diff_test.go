@@ -97,3 +97,45 @@ func TestCanonicalRunsCache(t *testing.T) {
 		t.Error("a list with an unmasked member at another address was taken for the cached canonical one")
 	}
 }
+
+// SetMembers counts what Render's sets hold, for every rendering case and
+// a large spec.
+func TestSetMembers(t *testing.T) {
+	specs := []Spec{largeSpec(3000, false, false)}
+	for _, rc := range renderCases {
+		specs = append(specs, rc.spec)
+	}
+	for i, spec := range specs {
+		want := 0
+		for _, set := range Render(spec, 0).Sets {
+			want += len(set.Members)
+		}
+		if got := SetMembers(spec); got != want {
+			t.Errorf("spec %d: SetMembers = %d, Render's sets hold %d", i, got, want)
+		}
+	}
+}
+
+// canonicalRuns holds at most maxRunMembers members of the lists it
+// remembers: it must not keep every replaced peer list alive.
+func TestCanonicalRunsBounded(t *testing.T) {
+	for i := range 200 {
+		l := make([]netip.Prefix, 4000)
+		for j := range l {
+			l[j] = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 35, byte(j >> 8), byte(j)}), 32)
+		}
+		if _, ok := canonicalRuns.get(familyV4, l); !ok {
+			t.Fatalf("list %d is canonical", i)
+		}
+		canonicalRuns.mu.Lock()
+		n := 0
+		for _, e := range canonicalRuns.entries {
+			n += len(e.prefixes)
+		}
+		held := canonicalRuns.members
+		canonicalRuns.mu.Unlock()
+		if n > maxRunMembers || n != held {
+			t.Fatalf("after %d lists the cache holds %d members (counted %d), at most %d", i+1, n, held, maxRunMembers)
+		}
+	}
+}

@@ -235,6 +235,16 @@ func Render(spec Spec, gen uint32) *Ruleset {
 	return render(spec, gen).ruleset()
 }
 
+// SetMembers returns how many members the sets of Render(spec, 0) hold,
+// without copying them as Render does.
+func SetMembers(spec Spec) int {
+	n := 0
+	for _, set := range render(spec, 0).sets {
+		n += len(set.Members)
+	}
+	return n
+}
+
 func render(spec Spec, gen uint32) *rendered {
 	r := &rendered{gen: gen}
 	fw := spec.Firewall
@@ -387,12 +397,15 @@ func familyPrefixes(f family, prefixes []netip.Prefix) []netip.Prefix {
 // another list while the entry exists.
 var canonicalRuns = runCache{entries: make(map[runKey]runEntry)}
 
-// maxCanonicalRuns bounds canonicalRuns: a full cache is emptied.
-const maxCanonicalRuns = 4096
+// maxRunMembers bounds the members of the lists canonicalRuns holds (it
+// keeps replaced peer lists alive until it is emptied): a cache that would
+// hold more is emptied first. 1<<17 prefixes are 3 MiB.
+const maxRunMembers = 1 << 17
 
 type runCache struct {
 	mu      sync.Mutex
 	entries map[runKey]runEntry
+	members int // of the lists held
 }
 
 type runKey struct {
@@ -420,9 +433,16 @@ func (c *runCache) get(f family, prefixes []netip.Prefix) ([]netip.Prefix, bool)
 		return e.run, e.ok
 	}
 	run, ok := canonicalRun(f, prefixes)
+	if len(prefixes) > maxRunMembers {
+		return run, ok
+	}
 	c.mu.Lock()
-	if len(c.entries) >= maxCanonicalRuns {
+	if c.members+len(prefixes) > maxRunMembers {
 		clear(c.entries)
+		c.members = 0
+	}
+	if _, dup := c.entries[key]; !dup {
+		c.members += len(prefixes)
 	}
 	c.entries[key] = runEntry{prefixes: prefixes, run: run, ok: ok}
 	c.mu.Unlock()
