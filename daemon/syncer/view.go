@@ -36,11 +36,10 @@ type firewallSize struct {
 // peers share a set, a /0 is two /1 halves). Without node addresses it
 // renders no node set.
 func sizeOf(fw *policy.Firewall) firewallSize {
-	size := firewallSize{rules: len(fw.Ingress.Rules) + len(fw.Egress.Rules)}
-	for _, set := range dataplane.Render(dataplane.Spec{Firewall: fw}, 0).Sets {
-		size.setMembers += len(set.Members)
+	return firewallSize{
+		rules:      len(fw.Ingress.Rules) + len(fw.Egress.Rules),
+		setMembers: dataplane.SetMembers(dataplane.Spec{Firewall: fw}),
 	}
-	return size
 }
 
 // Pods returns every attachment, sorted by namespace, name and key.
