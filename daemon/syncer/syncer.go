@@ -136,6 +136,8 @@ type Syncer struct {
 	compiler policy.Compiler
 	// local is what localState keeps between syncs (localstate.go).
 	local localCache
+	// saves orders the checkpoint's writes (save.go).
+	saves saver
 }
 
 // Stats are counters for the status API.
@@ -260,6 +262,10 @@ func newAttachment(rec checkpoint.Attachment) (*attachment, error) {
 
 // Add records a new attachment and installs its complete firewall before it
 // returns. Other local pods that may now select it are synced afterwards.
+// The checkpoint that records the attachment is written while the firewall
+// is compiled and applied, and Add succeeds only once both are done: when
+// the write fails, the attachment is dropped, its rules are removed, and the
+// runtime gets the error (the pod does not start).
 func (s *Syncer) Add(ctx context.Context, rec checkpoint.Attachment) error {
 	a, err := newAttachment(rec)
 	if err != nil {
@@ -276,42 +282,60 @@ func (s *Syncer) Add(ctx context.Context, rec checkpoint.Attachment) error {
 	s.mu.Lock()
 	old := s.atts[key]
 	s.atts[key] = a
-	if err := s.saveLocked(); err != nil {
-		if old != nil {
-			s.atts[key] = old
-		} else {
-			delete(s.atts, key)
-		}
-		s.mu.Unlock()
-		return fmt.Errorf("save checkpoint: %w", err)
-	}
+	snap := s.snapshotLocked()
 	s.stateGen++
 	gen := s.stateGen
 	s.mu.Unlock()
+	saved := make(chan error, 1)
 	if old != nil {
 		// ADD twice for the same attachment: the new record replaces the
-		// old one, and no sync still holding the old one may write to its
-		// netns after this ADD applied.
+		// old one once it is on disk, and no sync still holding the old
+		// one may write to its netns after this ADD applied.
+		if err := s.write(snap); err != nil {
+			s.mu.Lock()
+			if s.atts[key] == a {
+				s.atts[key] = old
+			}
+			s.mu.Unlock()
+			return fmt.Errorf("save checkpoint: %w", err)
+		}
+		saved <- nil
 		old.retire()
 		if old.rec.Netns != rec.Netns {
 			s.opts.Data.Forget(old.rec.Netns)
 		}
+	} else {
+		go func() { saved <- s.write(snap) }()
 	}
 
-	saved := time.Now()
 	fws, problems := s.compile([]*attachment{a})
 	s.noteProblems(problems)
 	compiled := time.Now()
-	if err := s.apply(ctx, a, fws[key], gen, s.readHostAddrs()); err != nil {
-		if errors.Is(err, errRetired) {
+	applyErr := s.apply(ctx, a, fws[key], gen, s.readHostAddrs())
+	if err := <-saved; err != nil {
+		s.mu.Lock()
+		if s.atts[key] == a {
+			delete(s.atts, key)
+		}
+		s.mu.Unlock()
+		a.retire()
+		if applyErr == nil {
+			if rerr := s.opts.Data.Remove(ctx, rec.Netns); rerr != nil {
+				s.log.Error("remove the firewall of an attachment whose checkpoint failed", "pod", rec.Namespace+"/"+rec.Name,
+					"containerID", rec.ContainerID, "err", rerr)
+			}
+		}
+		return fmt.Errorf("save checkpoint: %w", err)
+	}
+	if applyErr != nil {
+		if errors.Is(applyErr, errRetired) {
 			return fmt.Errorf("add %s: %w: deleted or replaced while it was being added", key, ErrUnavailable)
 		}
-		return err
+		return applyErr
 	}
 	s.Trigger()
 	s.log.Debug("added", "pod", rec.Namespace+"/"+rec.Name, "lookup", lookedUp.Sub(start).Round(time.Microsecond),
-		"checkpoint", saved.Sub(lookedUp).Round(time.Microsecond), "compile", compiled.Sub(saved).Round(time.Microsecond),
-		"duration", time.Since(start).Round(time.Microsecond))
+		"compile", compiled.Sub(lookedUp).Round(time.Microsecond), "duration", time.Since(start).Round(time.Microsecond))
 	return nil
 }
 
@@ -648,12 +672,4 @@ func (s *Syncer) apply(ctx context.Context, a *attachment, fw *policy.Firewall, 
 		"ingressRules", len(fw.Ingress.Rules), "egressRules", len(fw.Egress.Rules),
 		"duration", time.Since(start).Round(time.Microsecond))
 	return nil
-}
-
-func (s *Syncer) saveLocked() error {
-	recs := make([]checkpoint.Attachment, 0, len(s.atts))
-	for _, a := range s.atts {
-		recs = append(recs, a.rec)
-	}
-	return s.opts.Store.Save(recs)
 }
