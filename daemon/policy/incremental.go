@@ -325,14 +325,7 @@ func podsEqual(a, b *Pod, withLabels bool) bool {
 func (c *Compiler) syncPods(pods []*Pod) {
 	gen := c.gen
 	prev := c.prevPods
-	start, oldEnd, newEnd := 0, len(prev), len(pods)
-	for start < oldEnd && start < newEnd && prev[start] == pods[start] {
-		start++
-	}
-	for oldEnd > start && newEnd > start && prev[oldEnd-1] == pods[newEnd-1] {
-		oldEnd--
-		newEnd--
-	}
+	start, oldEnd, newEnd := ChangedWindow(prev, pods)
 	changed := start < oldEnd || start < newEnd
 	added, removed, ok := c.countWindows(prev[start:oldEnd], pods[start:newEnd])
 	if !ok {

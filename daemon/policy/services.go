@@ -249,14 +249,7 @@ func (c *serviceCache) index(services []*Service) {
 // pointer) is patched.
 func (c *serviceCache) followSlices(now []*EndpointSlice) {
 	prev := c.slices
-	start, oldEnd, newEnd := 0, len(prev), len(now)
-	for start < oldEnd && start < newEnd && prev[start] == now[start] {
-		start++
-	}
-	for oldEnd > start && newEnd > start && prev[oldEnd-1] == now[newEnd-1] {
-		oldEnd--
-		newEnd--
-	}
+	start, oldEnd, newEnd := ChangedWindow(prev, now)
 	c.patch(prev[start:oldEnd], now[start:newEnd])
 }
 

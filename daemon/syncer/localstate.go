@@ -230,14 +230,7 @@ func (c *localCache) follow(pods []*policy.Pod, names map[podName]struct{}) bool
 	c.names = names
 
 	prev := c.src
-	start, oldEnd, newEnd := 0, len(prev), len(pods)
-	for start < oldEnd && start < newEnd && prev[start] == pods[start] {
-		start++
-	}
-	for oldEnd > start && newEnd > start && prev[oldEnd-1] == pods[newEnd-1] {
-		oldEnd--
-		newEnd--
-	}
+	start, oldEnd, newEnd := policy.ChangedWindow(prev, pods)
 	if start == oldEnd && start == newEnd {
 		return namesChanged
 	}
