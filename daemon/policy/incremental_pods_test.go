@@ -23,15 +23,7 @@ func TestCompilerPodListChanges(t *testing.T) {
 	twin.Labels = map[string]string{"app": "other"}
 	relabelled := *other
 	relabelled.Labels = map[string]string{"app": "client"}
-	np := parsePolicies(t, `
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {namespace: a, name: from-clients}
-spec:
-  podSelector: {matchLabels: {app: server}}
-  ingress:
-  - from: [{podSelector: {matchLabels: {app: client}}}]
-`)[0]
+	np := fromClientsPolicy(t)
 	local := []LocalPod{{Key: localKey(server), Pod: server}}
 	for _, tc := range []struct {
 		name  string
@@ -115,4 +107,19 @@ func podKeys(pods []*Pod) string {
 		keys[i] = podKey(p)
 	}
 	return fmt.Sprint(keys)
+}
+
+// fromClientsPolicy admits the pods labelled app=client of namespace a to
+// the pods labelled app=server there.
+func fromClientsPolicy(t *testing.T) *networkingv1.NetworkPolicy {
+	t.Helper()
+	return parsePolicies(t, `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {namespace: a, name: from-clients}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: client}}}]
+`)[0]
 }

@@ -475,15 +475,7 @@ func TestCompilerTiedClaims(t *testing.T) {
 	first := cl.addPod("a", "twin", map[string]string{"app": "client"}, nil, "10.1.0.2")
 	second := *first
 	second.Labels = map[string]string{"app": "other"}
-	np := parsePolicies(t, `
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {namespace: a, name: from-clients}
-spec:
-  podSelector: {matchLabels: {app: server}}
-  ingress:
-  - from: [{podSelector: {matchLabels: {app: client}}}]
-`)[0]
+	np := fromClientsPolicy(t)
 	local := []LocalPod{{Key: localKey(server), Pod: server}}
 	c := NewCompiler()
 	for i, pods := range [][]*Pod{{server, first, &second}, {server, &second, first}, {server, first, &second}} {

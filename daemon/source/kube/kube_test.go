@@ -725,28 +725,14 @@ func TestChangedIsNeverConcurrent(t *testing.T) {
 	src := New(clientOf(client), testNode, testLogger(t))
 	src.settleDelay = time.Millisecond
 	var inside, overlaps, calls atomic.Int64
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		src.Run(ctx, func() {
-			if inside.Add(1) > 1 {
-				overlaps.Add(1)
-			}
-			time.Sleep(20 * time.Millisecond) // a slow sync
-			calls.Add(1)
-			inside.Add(-1)
-		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
+	ctx := runSynced(t, src, func() {
+		if inside.Add(1) > 1 {
+			overlaps.Add(1)
+		}
+		time.Sleep(20 * time.Millisecond) // a slow sync
+		calls.Add(1)
+		inside.Add(-1)
 	})
-	wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
-	defer wcancel()
-	if err := src.WaitForSync(wctx); err != nil {
-		t.Fatal(err)
-	}
 	for i := range 40 {
 		if _, err := client.CoreV1().Namespaces().Create(ctx, newNamespace(fmt.Sprintf("ns%d", i), nil), metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)

@@ -19,21 +19,7 @@ func TestChangeAfterQuietSpellIsReportedAtOnce(t *testing.T) {
 	src.settleDelay = time.Hour
 	src.maxNotifyDelay = time.Hour
 	var calls atomic.Int64
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		src.Run(ctx, func() { calls.Add(1) })
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
-	defer wcancel()
-	if err := src.WaitForSync(wctx); err != nil {
-		t.Fatal(err)
-	}
+	ctx := runSynced(t, src, func() { calls.Add(1) })
 	waitFor(t, "the first changed call", func() bool { return calls.Load() == 1 })
 
 	if _, err := client.CoreV1().Namespaces().Create(ctx, newNamespace("first", nil), metav1.CreateOptions{}); err != nil {
@@ -50,4 +36,26 @@ func TestChangeAfterQuietSpellIsReportedAtOnce(t *testing.T) {
 	if n := calls.Load(); n != 2 {
 		t.Errorf("changed() called %d times after a change inside the settle delay, want 2 (it must wait for the burst)", n)
 	}
+}
+
+// runSynced runs src with changed until the test ends, waits for its caches
+// to sync, and returns the context it runs under.
+func runSynced(t *testing.T, src *Source, changed func()) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		src.Run(ctx, changed)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
+	defer wcancel()
+	if err := src.WaitForSync(wctx); err != nil {
+		t.Fatal(err)
+	}
+	return ctx
 }
