@@ -194,6 +194,8 @@ func TestStateSharesTheCachedPods(t *testing.T) {
 	if !shared() {
 		t.Fatal("after the first sync the state does not point at the cached pod")
 	}
+	// Run reports the first state just after WaitForSync returns.
+	waitFor(t, "the first changed call", func() bool { return rs.changed.Load() == 1 })
 	changes := rs.changed.Load()
 	before := rs.processed.Load()
 	updated := pod.DeepCopy()
