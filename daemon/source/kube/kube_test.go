@@ -866,21 +866,7 @@ func TestOutageKeepsLastState(t *testing.T) {
 		newPolicy("nsa", "allow-web", "web", 80),
 	)
 	src := New(clientOf(client), testNode, testLogger(t))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		src.Run(ctx, func() {})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
-	defer wcancel()
-	if err := src.WaitForSync(wctx); err != nil {
-		t.Fatal(err)
-	}
+	runSynced(t, src, func() {})
 	before := summarize(src.State())
 	if len(before) != 4 {
 		t.Fatalf("state before the outage: %v", before)
