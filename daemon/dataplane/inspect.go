@@ -226,10 +226,11 @@ func diff(want *rendered, got *observed) []string {
 		if g.typ != setType || g.Family != s.Family {
 			out = append(out, fmt.Sprintf("set %s: type %s family %s, want %s family %s", s.Name, g.typ, g.Family, setType, s.Family))
 		}
-		for _, p := range prefixDiff(s.Members, g.Members) {
+		missing, unexpected := prefixDiffs(s.Members, g.Members)
+		for _, p := range missing {
 			out = append(out, fmt.Sprintf("set %s: missing member %s", s.Name, p))
 		}
-		for _, p := range prefixDiff(g.Members, s.Members) {
+		for _, p := range unexpected {
 			out = append(out, fmt.Sprintf("set %s: unexpected member %s", s.Name, p))
 		}
 		for _, e := range g.extras {
@@ -259,12 +260,6 @@ func lineDiff(a, b []string) []string {
 		out = append(out, l)
 	}
 	return out
-}
-
-// prefixDiff returns the prefixes of sorted a that are not in sorted b.
-func prefixDiff(a, b []netip.Prefix) []netip.Prefix {
-	onlyA, _ := prefixDiffs(a, b)
-	return onlyA
 }
 
 // prefixDiffs returns the prefixes only sorted a has and those only sorted

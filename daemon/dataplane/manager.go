@@ -224,12 +224,7 @@ func (m *Manager) Apply(ctx context.Context, netnsPath string, spec Spec) error 
 		}
 		if s.conn != nil && len(s.stale) == 0 && want.sameStructure(s.applied) {
 			// Members only, on the netns's own socket, from this thread.
-			x := &executor{ctx: ctx, m: m, id: s.id, conn: s.conn}
-			s.conn = nil // the executor's until keepConn
-			err := x.changeMembers(s, want)
-			x.keepConn(s)
-			x.close()
-			if err != nil {
+			if err := m.onKeptConn(ctx, s, func(x *executor) error { return x.changeMembers(s, want) }); err != nil {
 				return fmt.Errorf("apply firewall for %s in %s: %w", spec.Pod, netnsPath, err)
 			}
 			return nil
@@ -276,11 +271,7 @@ func (m *Manager) destroyStaleLater(path string) {
 		defer cancel()
 		if s.conn != nil {
 			// On the netns's own socket, from this thread.
-			x := &executor{ctx: ctx, m: m, id: s.id, conn: s.conn}
-			s.conn = nil // the executor's until keepConn
-			_ = x.destroyStale(s)
-			x.keepConn(s)
-			x.close()
+			_ = m.onKeptConn(ctx, s, func(x *executor) error { return x.destroyStale(s) })
 			return
 		}
 		_ = m.inNetns(ctx, path, func(x *executor) error {
@@ -517,6 +508,19 @@ type executor struct {
 	m    *Manager
 	id   netnsID
 	conn *ipsetConn // opened on first use
+}
+
+// onKeptConn runs fn with an executor on s's kept socket (s.conn must be
+// set), from the calling thread: a socket stays in the netns it was made
+// in. The socket goes back to s if s still remembers the netns afterwards,
+// and is closed otherwise.
+func (m *Manager) onKeptConn(ctx context.Context, s *netnsState, fn func(*executor) error) error {
+	x := &executor{ctx: ctx, m: m, id: s.id, conn: s.conn}
+	s.conn = nil // the executor's until keepConn
+	err := fn(x)
+	x.keepConn(s)
+	x.close()
+	return err
 }
 
 // keepConn hands the executor's socket to s, parked, when s remembers the
