@@ -4,6 +4,11 @@
 GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
+# grpcnotrace leaves out gRPC's x/net/trace (podwall never turns tracing on):
+# it imports html/template, whose reflection keeps every exported method of
+# every type the linker cannot prove unused. podwalld 26.8 -> 22.3 MB, the
+# plugin 10.9 -> 8.0 MB; the pages of that code were part of podwalld's RSS.
+GOTAGS    := grpcnotrace
 BIN       := bin
 CNI_BIN   := $(BIN)/cni
 TOOLS     := $(CURDIR)/.tools
@@ -30,9 +35,9 @@ include test/soak.mk
 include test/bench/bench.mk
 
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/podwall ./plugin
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/podwalld ./daemon/cmd/podwalld
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/podwallctl ./daemon/cmd/podwallctl
+	$(GO) build -trimpath -tags '$(GOTAGS)' -ldflags '$(LDFLAGS)' -o $(BIN)/podwall ./plugin
+	$(GO) build -trimpath -tags '$(GOTAGS)' -ldflags '$(LDFLAGS)' -o $(BIN)/podwalld ./daemon/cmd/podwalld
+	$(GO) build -trimpath -tags '$(GOTAGS)' -ldflags '$(LDFLAGS)' -o $(BIN)/podwallctl ./daemon/cmd/podwallctl
 
 # The reference plugins the test bed chains podwall after (ptp stands in for a
 # VPC-ENI plugin), built from the containernetworking/plugins module in go.mod.
