@@ -9,6 +9,7 @@ package policy
 
 import (
 	"net/netip"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -89,6 +90,15 @@ type Service struct {
 // Key returns "namespace/name".
 func (s *Service) Key() string { return s.Namespace + "/" + s.Name }
 
+// Clone returns a copy of s that shares nothing with it.
+func (s *Service) Clone() *Service {
+	out := *s
+	out.ClusterIPs = slices.Clone(s.ClusterIPs)
+	out.ExternalIPs = slices.Clone(s.ExternalIPs)
+	out.Ports = slices.Clone(s.Ports)
+	return &out
+}
+
 // ServicePort is one port of a Service.
 type ServicePort struct {
 	// Name is empty only for a Service with a single port.
@@ -112,6 +122,17 @@ type EndpointSlice struct {
 	// endpoints with different numbers in different slices).
 	Ports     []EndpointPort
 	Endpoints []Endpoint
+}
+
+// Clone returns a copy of s that shares nothing with it.
+func (s *EndpointSlice) Clone() *EndpointSlice {
+	out := *s
+	out.Ports = slices.Clone(s.Ports)
+	out.Endpoints = slices.Clone(s.Endpoints)
+	for i := range out.Endpoints {
+		out.Endpoints[i].Addrs = slices.Clone(out.Endpoints[i].Addrs)
+	}
+	return &out
 }
 
 // EndpointPort is one port of an EndpointSlice.

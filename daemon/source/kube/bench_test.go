@@ -147,14 +147,12 @@ func BenchmarkState(b *testing.B) {
 	})
 	b.Run("after-endpoint-change", func(b *testing.B) {
 		obj, _, _ := s.endpointSlices.GetIndexer().GetByKey("ns-0007/svc-0007-abcde")
-		slice := obj.(*discoveryv1.EndpointSlice).DeepCopy()
-		key := objectKey{kind: kindEndpointSlice, namespace: slice.Namespace, name: slice.Name}
+		slice := obj.(*cachedEndpointSlice).DeepCopyObject().(*cachedEndpointSlice)
+		key := objectKey{kind: kindEndpointSlice, namespace: slice.namespace, name: slice.name}
 		b.ReportAllocs()
-		ready := true // as created
 		for b.Loop() {
-			ready = !ready
-			slice.Endpoints[0].Conditions.Ready = &ready
-			if err := s.endpointSlices.GetIndexer().Update(slice.DeepCopy()); err != nil {
+			slice.value.Endpoints[0].Ready = !slice.value.Endpoints[0].Ready
+			if err := s.endpointSlices.GetIndexer().Update(slice.DeepCopyObject()); err != nil {
 				b.Fatal(err)
 			}
 			if changed, err := s.apply(key); err != nil || !changed {

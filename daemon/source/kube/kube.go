@@ -489,9 +489,9 @@ func (s *Source) apply(key objectKey) (bool, error) {
 	case kindPolicy:
 		return s.applyPolicy(key)
 	case kindService:
-		return applyObject(s, s.services, s.serviceSet, key, source.ServiceFromAPI)
+		return applyObject(s, s.services, s.serviceSet, key)
 	case kindEndpointSlice:
-		return applyObject(s, s.endpointSlices, s.sliceSet, key, source.EndpointSliceFromAPI)
+		return applyObject(s, s.endpointSlices, s.sliceSet, key)
 	case kindServiceCIDR:
 		return s.applyServiceCIDR(key)
 	case kindNode:

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -406,6 +407,10 @@ func equalObjects(a, b runtime.Object) bool {
 	if pa, ok := a.(*cachedPod); ok { // unexported fields: see equalCachedPods
 		pb, ok := b.(*cachedPod)
 		return ok && equalCachedPods(pa, pb)
+	}
+	switch a.(type) {
+	case *cachedService, *cachedEndpointSlice: // unexported fields
+		return reflect.DeepEqual(a, b)
 	}
 	return equality.Semantic.DeepEqual(a, b)
 }

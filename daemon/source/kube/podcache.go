@@ -23,10 +23,10 @@ import (
 //
 // It implements metav1.Object over the fields it keeps (namespace, name,
 // uid, resourceVersion, labels, creation and deletion timestamps); the
-// others read as empty and setting them does nothing, as metav1.Common
-// describes for objects without a field. Like every object in an informer's
-// cache it is never modified once stored.
+// others read as empty and setting them does nothing (noMeta). Like every
+// object in an informer's cache it is never modified once stored.
 type cachedPod struct {
+	noMeta
 	policy.Pod
 	resourceVersion   string
 	deletionTimestamp *metav1.Time
@@ -76,37 +76,19 @@ func (c *cachedPod) DeepCopyObject() runtime.Object {
 
 // metav1.Object over the fields a cachedPod keeps.
 
-func (c *cachedPod) GetNamespace() string                  { return c.Namespace }
-func (c *cachedPod) SetNamespace(namespace string)         { c.Namespace = namespace }
-func (c *cachedPod) GetName() string                       { return c.Name }
-func (c *cachedPod) SetName(name string)                   { c.Name = name }
-func (c *cachedPod) GetUID() types.UID                     { return types.UID(c.UID) }
-func (c *cachedPod) SetUID(uid types.UID)                  { c.UID = string(uid) }
-func (c *cachedPod) GetResourceVersion() string            { return c.resourceVersion }
-func (c *cachedPod) SetResourceVersion(version string)     { c.resourceVersion = version }
-func (c *cachedPod) GetCreationTimestamp() metav1.Time     { return c.Created }
-func (c *cachedPod) SetCreationTimestamp(t metav1.Time)    { c.Created = t }
-func (c *cachedPod) GetDeletionTimestamp() *metav1.Time    { return c.deletionTimestamp }
-func (c *cachedPod) GetLabels() map[string]string          { return c.Labels }
-func (c *cachedPod) SetLabels(labels map[string]string)    { c.Labels, c.labels = labels, nil }
-func (c *cachedPod) GetGenerateName() string               { return "" }
-func (c *cachedPod) SetGenerateName(string)                {}
-func (c *cachedPod) GetGeneration() int64                  { return 0 }
-func (c *cachedPod) SetGeneration(int64)                   {}
-func (c *cachedPod) GetSelfLink() string                   { return "" }
-func (c *cachedPod) SetSelfLink(string)                    {}
-func (c *cachedPod) GetDeletionGracePeriodSeconds() *int64 { return nil }
-func (c *cachedPod) SetDeletionGracePeriodSeconds(*int64)  {}
-func (c *cachedPod) GetAnnotations() map[string]string     { return nil }
-func (c *cachedPod) SetAnnotations(map[string]string)      {}
-func (c *cachedPod) GetFinalizers() []string               { return nil }
-func (c *cachedPod) SetFinalizers([]string)                {}
-func (c *cachedPod) GetOwnerReferences() []metav1.OwnerReference {
-	return nil
-}
-func (c *cachedPod) SetOwnerReferences([]metav1.OwnerReference)    {}
-func (c *cachedPod) GetManagedFields() []metav1.ManagedFieldsEntry { return nil }
-func (c *cachedPod) SetManagedFields([]metav1.ManagedFieldsEntry)  {}
+func (c *cachedPod) GetNamespace() string               { return c.Namespace }
+func (c *cachedPod) SetNamespace(namespace string)      { c.Namespace = namespace }
+func (c *cachedPod) GetName() string                    { return c.Name }
+func (c *cachedPod) SetName(name string)                { c.Name = name }
+func (c *cachedPod) GetUID() types.UID                  { return types.UID(c.UID) }
+func (c *cachedPod) SetUID(uid types.UID)               { c.UID = string(uid) }
+func (c *cachedPod) GetResourceVersion() string         { return c.resourceVersion }
+func (c *cachedPod) SetResourceVersion(version string)  { c.resourceVersion = version }
+func (c *cachedPod) GetCreationTimestamp() metav1.Time  { return c.Created }
+func (c *cachedPod) SetCreationTimestamp(t metav1.Time) { c.Created = t }
+func (c *cachedPod) GetDeletionTimestamp() *metav1.Time { return c.deletionTimestamp }
+func (c *cachedPod) GetLabels() map[string]string       { return c.Labels }
+func (c *cachedPod) SetLabels(labels map[string]string) { c.Labels, c.labels = labels, nil }
 
 func (c *cachedPod) SetDeletionTimestamp(t *metav1.Time) {
 	c.deletionTimestamp = t

@@ -101,29 +101,33 @@ func (s *Source) probeServiceCIDRs(ctx context.Context) bool {
 }
 
 // applyObject brings set's entry for key up to date with informer's cache,
-// converting the cached object of type A with convert. It reports whether
-// the converted object changed.
-func applyObject[A any, V any](s *Source, informer cache.SharedIndexInformer, set *objectSet[*V], key objectKey, convert func(*A) *V) (bool, error) {
+// which holds cachedObjects: the state points at the cached value. It
+// reports whether the value changed.
+func applyObject[V interface{ Clone() V }](s *Source, informer cache.SharedIndexInformer, set *objectSet[V], key objectKey) (bool, error) {
 	k := key.storeKey()
 	obj, exists, err := informer.GetIndexer().GetByKey(k)
 	if err != nil {
 		return false, fmt.Errorf("read %s cache: %w", key.kind, err)
 	}
-	var next *V
+	var next V
 	if exists {
-		o, ok := obj.(*A)
+		o, ok := obj.(*cachedObject[V])
 		if !ok {
 			return false, fmt.Errorf("%s cache holds a %T", key.kind, obj)
 		}
-		next = convert(o)
+		next = o.value
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if next == nil {
+	if !exists {
 		return set.remove(k), nil
 	}
 	if prev, had := set.get(k); had && reflect.DeepEqual(prev, next) {
-		return false, nil // e.g. an endpoint's serving or terminating condition
+		// E.g. an endpoint's serving or terminating condition: nothing to
+		// tell, but the state now points at the cached value, so that the
+		// one it replaced can be freed.
+		set.swap(k, next)
+		return false, nil
 	}
 	set.put(k, next)
 	return true, nil

@@ -23,7 +23,6 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/podwall/podwall/daemon/policy"
-	"github.com/podwall/podwall/daemon/source"
 )
 
 // Unit tests of the Service side against the fake clientset; the real API
@@ -259,8 +258,30 @@ func TestServiceUpdatesTheCompilerCannotSeeDoNotNotify(t *testing.T) {
 			if !c.notify && got != 0 {
 				t.Errorf("changed() called %d times for an update the compiler cannot see", got)
 			}
+			if err := stateSharesCachedValues(rs); err != nil {
+				t.Error(err)
+			}
 		})
 	}
+}
+
+// stateSharesCachedValues checks that the state's Service nsa/web and
+// EndpointSlice nsa/web-1 are the values the informers' caches hold, so
+// that each is held once.
+func stateSharesCachedValues(rs *runningSource) error {
+	svc, _, _ := rs.services.GetIndexer().GetByKey("nsa/web")
+	slice, _, _ := rs.endpointSlices.GetIndexer().GetByKey("nsa/web-1")
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	stateSvc, _ := rs.serviceSet.get("nsa/web")
+	stateSlice, _ := rs.sliceSet.get("nsa/web-1")
+	if c, ok := svc.(*cachedService); !ok || c.value != stateSvc {
+		return fmt.Errorf("the state's Service is not the cached one (cache holds %T)", svc)
+	}
+	if c, ok := slice.(*cachedEndpointSlice); !ok || c.value != stateSlice {
+		return fmt.Errorf("the state's EndpointSlice is not the cached one (cache holds %T)", slice)
+	}
+	return nil
 }
 
 // A ServiceCIDR list that is forbidden, or a resource the API server does
@@ -399,20 +420,20 @@ func TestTransformStripsServiceObjects(t *testing.T) {
 		key  string
 		want runtime.Object
 	}{
-		{"service", rs.services.GetStore(), "nsa/web", &corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "nsa", Name: "web"},
-			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, ClusterIP: "10.96.0.10", ClusterIPs: []string{"10.96.0.10", "fd00:96::a"},
-				ExternalIPs: []string{"203.0.113.5"}, InternalTrafficPolicy: &local,
-				Ports: []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80, NodePort: 30080}}},
-			Status: corev1.ServiceStatus{LoadBalancer: corev1.LoadBalancerStatus{Ingress: []corev1.LoadBalancerIngress{{IP: "198.51.100.1", IPMode: &vip}}}},
-		}},
-		{"endpointslice", rs.endpointSlices.GetStore(), "nsa/web-1", &discoveryv1.EndpointSlice{
-			ObjectMeta:  metav1.ObjectMeta{Namespace: "nsa", Name: "web-1", Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
-			AddressType: discoveryv1.AddressTypeIPv4,
-			Ports:       slice.Ports,
-			Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.1.0.5"}, NodeName: &node,
-				Conditions: discoveryv1.EndpointConditions{Ready: &yes}}},
-		}},
+		// Services and EndpointSlices are held as what the compiler reads
+		// of them, converted once as they are stored.
+		{"service", rs.services.GetStore(), "nsa/web", newCachedObject(&metav1.ObjectMeta{Namespace: "nsa", Name: "web"}, &policy.Service{
+			Namespace: "nsa", Name: "web",
+			ClusterIPs:           []netip.Addr{netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("fd00:96::a")},
+			ExternalIPs:          []netip.Addr{netip.MustParseAddr("203.0.113.5"), netip.MustParseAddr("198.51.100.1")},
+			Ports:                []policy.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80, NodePort: 30080}},
+			InternalTrafficLocal: true,
+		})},
+		{"endpointslice", rs.endpointSlices.GetStore(), "nsa/web-1", newCachedObject(&metav1.ObjectMeta{Namespace: "nsa", Name: "web-1"}, &policy.EndpointSlice{
+			Namespace: "nsa", Name: "web-1", Service: "web",
+			Ports:     []policy.EndpointPort{{Name: *slice.Ports[0].Name, Protocol: corev1.ProtocolTCP, Port: 8080}},
+			Endpoints: []policy.Endpoint{{Addrs: []netip.Addr{netip.MustParseAddr("10.1.0.5")}, Ready: true, NodeName: node}},
+		})},
 		{"servicecidr", rs.serviceCIDRs.GetStore(), "kubernetes", &networkingv1.ServiceCIDR{
 			ObjectMeta: metav1.ObjectMeta{Name: "kubernetes"}, Spec: networkingv1.ServiceCIDRSpec{CIDRs: []string{"10.96.0.0/16"}},
 		}},
@@ -426,20 +447,9 @@ func TestTransformStripsServiceObjects(t *testing.T) {
 			got := obj.(runtime.Object).DeepCopyObject()
 			got.(metav1.Object).SetResourceVersion("")
 			if !equalObjects(got, c.want) {
-				t.Errorf("cache holds\n%#v\nwant\n%#v", got, c.want)
+				t.Errorf("cache holds\n%s\nwant\n%s", dump(got), dump(c.want))
 			}
 		})
-	}
-
-	// The compiler gets the same from the stripped objects as from the
-	// full ones.
-	storedSvc, _, _ := rs.services.GetStore().GetByKey("nsa/web")
-	if a, b := source.ServiceFromAPI(storedSvc.(*corev1.Service)), source.ServiceFromAPI(svc); !equalAny(a, b) {
-		t.Errorf("ServiceFromAPI differs: stripped %+v, full %+v", a, b)
-	}
-	storedSlice, _, _ := rs.endpointSlices.GetStore().GetByKey("nsa/web-1")
-	if a, b := source.EndpointSliceFromAPI(storedSlice.(*discoveryv1.EndpointSlice)), source.EndpointSliceFromAPI(slice); !equalAny(a, b) {
-		t.Errorf("EndpointSliceFromAPI differs: stripped %+v, full %+v", a, b)
 	}
 
 	for _, obj := range []runtime.Object{svc, slice, cidr, n} {
@@ -455,4 +465,15 @@ func TestTransformStripsServiceObjects(t *testing.T) {
 			t.Errorf("%T: transform is not idempotent:\n%#v\n%#v", obj, once, twice)
 		}
 	}
+}
+
+// dump shows a cached object with the value it points at.
+func dump(o runtime.Object) string {
+	switch c := o.(type) {
+	case *cachedService:
+		return fmt.Sprintf("%+v %+v", *c, *c.value)
+	case *cachedEndpointSlice:
+		return fmt.Sprintf("%+v %+v", *c, *c.value)
+	}
+	return fmt.Sprintf("%#v", o)
 }

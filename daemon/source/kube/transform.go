@@ -18,15 +18,10 @@ import (
 //   - Namespace: name, uid, resourceVersion, labels.
 //   - NetworkPolicy: name, namespace, uid, resourceVersion, generation,
 //     labels, creation timestamp and the spec.
-//   - Service: name, namespace, uid, resourceVersion; spec.type, clusterIP,
-//     clusterIPs, externalIPs, internalTrafficPolicy and the ports' name,
-//     protocol, port and nodePort (no selector, no targetPort: the
-//     EndpointSlices carry the resolved target ports);
-//     status.loadBalancer.ingress[].ip and ipMode.
-//   - EndpointSlice: name, namespace, uid, resourceVersion, the
-//     kubernetes.io/service-name label only, addressType, ports, and per
-//     endpoint its addresses, conditions.ready and nodeName (no targetRef,
-//     hints, zone or hostname).
+//   - Service and EndpointSlice: become a cachedObject (objcache.go), what
+//     the compiler reads of them (source.ServiceFromAPI,
+//     source.EndpointSliceFromAPI) plus name, namespace, uid and
+//     resourceVersion; a cachedObject is kept as it is.
 //   - ServiceCIDR: name, uid, resourceVersion, spec.cidrs.
 //   - Node: name, uid, resourceVersion and the InternalIP and ExternalIP
 //     entries of status.addresses.
@@ -61,9 +56,13 @@ func transform(obj any) (any, error) {
 			Spec: o.Spec,
 		}, nil
 	case *corev1.Service:
-		return stripService(o), nil
+		return newCachedObject(&o.ObjectMeta, source.ServiceFromAPI(o)), nil
+	case *cachedService:
+		return o, nil
 	case *discoveryv1.EndpointSlice:
-		return stripEndpointSlice(o), nil
+		return newCachedObject(&o.ObjectMeta, source.EndpointSliceFromAPI(o)), nil
+	case *cachedEndpointSlice:
+		return o, nil
 	case *networkingv1.ServiceCIDR:
 		return &networkingv1.ServiceCIDR{
 			ObjectMeta: metav1.ObjectMeta{Name: o.Name, UID: o.UID, ResourceVersion: o.ResourceVersion},
@@ -77,65 +76,6 @@ func transform(obj any) (any, error) {
 		return obj, nil
 	}
 	return obj, nil
-}
-
-// stripService returns what podwall needs of s (see transform).
-func stripService(s *corev1.Service) *corev1.Service {
-	out := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:            s.Name,
-			Namespace:       s.Namespace,
-			UID:             s.UID,
-			ResourceVersion: s.ResourceVersion,
-		},
-		Spec: corev1.ServiceSpec{
-			Type:                  s.Spec.Type,
-			ClusterIP:             s.Spec.ClusterIP,
-			ClusterIPs:            s.Spec.ClusterIPs,
-			ExternalIPs:           s.Spec.ExternalIPs,
-			InternalTrafficPolicy: s.Spec.InternalTrafficPolicy,
-		},
-	}
-	if len(s.Spec.Ports) > 0 {
-		out.Spec.Ports = make([]corev1.ServicePort, len(s.Spec.Ports))
-		for i, p := range s.Spec.Ports {
-			out.Spec.Ports[i] = corev1.ServicePort{Name: p.Name, Protocol: p.Protocol, Port: p.Port, NodePort: p.NodePort}
-		}
-	}
-	for _, ing := range s.Status.LoadBalancer.Ingress {
-		if ing.IP != "" {
-			out.Status.LoadBalancer.Ingress = append(out.Status.LoadBalancer.Ingress, corev1.LoadBalancerIngress{IP: ing.IP, IPMode: ing.IPMode})
-		}
-	}
-	return out
-}
-
-// stripEndpointSlice returns what podwall needs of s (see transform).
-func stripEndpointSlice(s *discoveryv1.EndpointSlice) *discoveryv1.EndpointSlice {
-	out := &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:            s.Name,
-			Namespace:       s.Namespace,
-			UID:             s.UID,
-			ResourceVersion: s.ResourceVersion,
-		},
-		AddressType: s.AddressType,
-		Ports:       s.Ports,
-	}
-	if svc, ok := s.Labels[source.ServiceNameLabel]; ok {
-		out.Labels = map[string]string{source.ServiceNameLabel: svc}
-	}
-	if len(s.Endpoints) > 0 {
-		out.Endpoints = make([]discoveryv1.Endpoint, len(s.Endpoints))
-		for i, e := range s.Endpoints {
-			out.Endpoints[i] = discoveryv1.Endpoint{
-				Addresses:  e.Addresses,
-				Conditions: discoveryv1.EndpointConditions{Ready: e.Conditions.Ready},
-				NodeName:   e.NodeName,
-			}
-		}
-	}
-	return out
 }
 
 // stripNode returns what podwall needs of n (see transform).
