@@ -9,6 +9,11 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 # every type the linker cannot prove unused. podwalld 26.8 -> 22.3 MB, the
 # plugin 10.9 -> 8.0 MB; the pages of that code were part of podwalld's RSS.
 GOTAGS    := grpcnotrace
+# The three binaries are static (no cgo): they run on any node whatever its
+# libc, and podwalld's RSS loses libc's and the loader's pages and glibc's
+# thread stacks (control-plane bench: steady 64.4 -> 62.2 MiB, peak 67.5 ->
+# 64.9 MiB).
+BUILDENV  := CGO_ENABLED=0
 BIN       := bin
 CNI_BIN   := $(BIN)/cni
 TOOLS     := $(CURDIR)/.tools
@@ -35,9 +40,9 @@ include test/soak.mk
 include test/bench/bench.mk
 
 build:
-	$(GO) build -trimpath -tags '$(GOTAGS)' -ldflags '$(LDFLAGS)' -o $(BIN)/podwall ./plugin
-	$(GO) build -trimpath -tags '$(GOTAGS)' -ldflags '$(LDFLAGS)' -o $(BIN)/podwalld ./daemon/cmd/podwalld
-	$(GO) build -trimpath -tags '$(GOTAGS)' -ldflags '$(LDFLAGS)' -o $(BIN)/podwallctl ./daemon/cmd/podwallctl
+	$(BUILDENV) $(GO) build -trimpath -tags '$(GOTAGS)' -ldflags '$(LDFLAGS)' -o $(BIN)/podwall ./plugin
+	$(BUILDENV) $(GO) build -trimpath -tags '$(GOTAGS)' -ldflags '$(LDFLAGS)' -o $(BIN)/podwalld ./daemon/cmd/podwalld
+	$(BUILDENV) $(GO) build -trimpath -tags '$(GOTAGS)' -ldflags '$(LDFLAGS)' -o $(BIN)/podwallctl ./daemon/cmd/podwallctl
 
 # The reference plugins the test bed chains podwall after (ptp stands in for a
 # VPC-ENI plugin), built from the containernetworking/plugins module in go.mod.

@@ -41,6 +41,7 @@ func TestMain(m *testing.M) {
 	}
 	pluginBinary = filepath.Join(dir, "podwall")
 	build := exec.Command("go", "build", "-tags", "grpcnotrace", "-o", pluginBinary, ".") // as the Makefile builds it
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build the plugin:", err)

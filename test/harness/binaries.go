@@ -72,8 +72,9 @@ func (b *Bins) Remove() error {
 	return os.RemoveAll(b.built)
 }
 
-// buildTags are the build tags the Makefile's build uses (GOTAGS), so the
-// tests run the binaries an operator installs.
+// buildTags are the build tags the Makefile's build uses (GOTAGS); like it
+// the harness builds without cgo (BUILDENV), so the tests run the binaries
+// an operator installs.
 const buildTags = "grpcnotrace"
 
 // podwallPackages maps each binary to its package in the module.
@@ -113,6 +114,7 @@ func buildBinaries(dir string) (string, error) {
 	for _, b := range podwallPackages {
 		cmd := exec.Command("go", "build", "-trimpath", "-tags", buildTags, "-o", filepath.Join(dir, b.name), b.pkg)
 		cmd.Dir = filepath.Dir(gomod)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return "", fmt.Errorf("go build %s: %w: %s", b.pkg, err, bytes.TrimSpace(out))
 		}
