@@ -99,6 +99,9 @@ type Compiler struct {
 	services        *serviceTable
 	serviceProblems []error
 	serviceCache    serviceCache
+
+	// prefixLists shares equal peer prefix lists across calls.
+	prefixLists prefixLists
 }
 
 // NewCompiler returns an empty persistent compiler. The zero Compiler is
@@ -706,13 +709,15 @@ func (c *Compiler) syncServices(state *State) {
 }
 
 // prune drops the cached matches no rule used in the last pruneAge calls,
-// and the resolutions of the policies that selected no local pod in them.
+// the resolutions of the policies that selected no local pod in them and
+// the entries of freed prefix lists.
 // Superseded matches are replaced at once; this only bounds what is kept
 // for selectors and rules no local pod has needed for a while.
 func (c *Compiler) prune() {
 	if c.gen%c.pruneEvery != 0 {
 		return
 	}
+	c.prefixLists.sweep()
 	old := func(used uint64) bool { return used+c.pruneAge < c.gen }
 	maps.DeleteFunc(c.selections, func(_ selectionKey, e *selectionEntry) bool { return old(e.used) })
 	maps.DeleteFunc(c.blocks, func(_ string, e *blockEntry) bool { return old(e.used) })
@@ -798,6 +803,7 @@ func (c *Compiler) newSetInfo(set *netipx.IPSet) *setInfo {
 		}
 		info.hash = h.Sum64()
 	}
+	info.prefixes = c.prefixLists.intern(info.hash, info.prefixes)
 	return info
 }
 
