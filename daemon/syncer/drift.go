@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/podwall/podwall/daemon/dataplane"
@@ -28,6 +29,16 @@ type DriftObserver interface {
 // addresses. It returns how many firewalls it repaired. Run calls it after
 // the sync of every resync period.
 func (s *Syncer) RepairDrift(ctx context.Context) int {
+	return s.repairDrift(ctx, nil)
+}
+
+// repairDrift is RepairDrift, calling between (when not nil) before each
+// attachment's check: Run syncs there when a change is waiting, so that a
+// pass over every pod (each check reads the pod's rules and sets back from
+// its netns, thousands of set members for a large peer set) does not hold
+// back the propagation of a change by more than one pod's check.
+func (s *Syncer) repairDrift(ctx context.Context, between func()) int {
+	start := time.Now()
 	s.mu.Lock()
 	atts := make([]*attachment, 0, len(s.atts))
 	for _, a := range s.atts {
@@ -40,6 +51,9 @@ func (s *Syncer) RepairDrift(ctx context.Context) int {
 	for _, a := range atts {
 		if ctx.Err() != nil {
 			break
+		}
+		if between != nil {
+			between()
 		}
 		ok, err := s.repairAttachment(ctx, a)
 		if ok {
@@ -62,9 +76,11 @@ func (s *Syncer) RepairDrift(ctx context.Context) int {
 	if gone {
 		s.Trigger()
 	}
+	level := slog.LevelDebug
 	if repaired > 0 {
-		s.log.Info("drift check", "pods", len(atts), "repaired", repaired)
+		level = slog.LevelInfo
 	}
+	s.log.Log(ctx, level, "drift check", "pods", len(atts), "repaired", repaired, "duration", time.Since(start))
 	return repaired
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -172,4 +173,52 @@ func TestRestoreDropsGoneBeforeReturning(t *testing.T) {
 	}
 	checkAttached(t, tb.sync, web, db, client)
 	checkCheckpoint(t, tb.store, web, db, client)
+}
+
+// TestDriftPassYieldsToChanges: a change that arrives while Run's periodic
+// drift pass checks the pods is in force before the pass checks the next
+// pod, not after the whole pass (half a second at 110 pods).
+func TestDriftPassYieldsToChanges(t *testing.T) {
+	tb := newTestBed(t, shopState(t))
+	tb.add(t, web, db, client)
+	select { // the ADDs' trigger
+	case <-tb.sync.trigger:
+	default:
+	}
+	if spec, _ := tb.data.applied(db.Netns); !spec.Firewall.Ingress.Isolated {
+		t.Fatal("db's ingress is not isolated to begin with")
+	}
+	open := shopState(t)
+	open.Policies = nil // db's ingress no longer isolated
+	var checks atomic.Int32
+	secondCheck := make(chan bool, 1)
+	tb.data.mu.Lock()
+	tb.data.beforeCheck = func(string) {
+		switch checks.Add(1) {
+		case 1:
+			tb.src.setState(open)
+			tb.sync.Trigger()
+		case 2:
+			spec, _ := tb.data.applied(db.Netns)
+			secondCheck <- !spec.Firewall.Ingress.Isolated
+		}
+	}
+	tb.data.mu.Unlock()
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tb.sync.Run(ctx, 20*time.Millisecond)
+	}()
+	defer func() { cancel(); <-done }()
+	select {
+	case applied := <-secondCheck:
+		if !applied {
+			t.Error("the change was not applied before the drift pass checked the next pod")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the drift pass never checked a second pod")
+	}
 }

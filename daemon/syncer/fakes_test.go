@@ -35,8 +35,9 @@ type fakeDataplane struct {
 	applyErr map[string]error // netns -> error Apply returns
 	checkErr map[string]error // netns -> error Check returns
 	// beforeApply, when set, runs at the start of every Apply, outside the
-	// fake's lock (tests use it to hold an apply in flight).
-	beforeApply func(netns string)
+	// fake's lock (tests use it to hold an apply in flight); beforeCheck
+	// likewise for Check.
+	beforeApply, beforeCheck func(netns string)
 }
 
 func newFakeDataplane() *fakeDataplane {
@@ -89,6 +90,12 @@ func (d *fakeDataplane) Remove(_ context.Context, netns string) error {
 }
 
 func (d *fakeDataplane) Check(_ context.Context, netns string, spec dataplane.Spec) error {
+	d.mu.Lock()
+	hook := d.beforeCheck
+	d.mu.Unlock()
+	if hook != nil {
+		hook(netns)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	err := d.checkErr[netns]

@@ -180,7 +180,8 @@ func (s *Syncer) Trigger() {
 
 // Run is the sync loop: it syncs every local pod after each trigger and every
 // resync period, until ctx ends. Every resync period it also repairs drift
-// (RepairDrift): rules or sets changed by hand inside a pod's netns.
+// (RepairDrift): rules or sets changed by hand inside a pod's netns; a
+// trigger during that pass is synced before the next pod's check.
 func (s *Syncer) Run(ctx context.Context, resync time.Duration) {
 	tick := time.NewTicker(resync)
 	defer tick.Stop()
@@ -197,8 +198,17 @@ func (s *Syncer) Run(ctx context.Context, resync time.Duration) {
 		}
 		s.SyncAll(ctx)
 		if periodic {
-			s.RepairDrift(ctx)
+			s.repairDrift(ctx, func() { s.syncIfTriggered(ctx) })
 		}
+	}
+}
+
+// syncIfTriggered syncs every local pod when a trigger is waiting.
+func (s *Syncer) syncIfTriggered(ctx context.Context) {
+	select {
+	case <-s.trigger:
+		s.SyncAll(ctx)
+	default:
 	}
 }
 
