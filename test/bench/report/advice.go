@@ -134,7 +134,7 @@ func advice(group string, in Input) string {
 	case "peer":
 		return fmt.Sprintf("a peer change (p50 over every churn group) spends %s ms before podwalld's sync starts — the informer's delivery; a change after a quiet spell is reported at once, one within 10 ms of the last waits for its burst to settle (daemon/source/kube) — and %s ms in the sync. "+
 			"The sync's compile follows the change (the persistent compiler and the syncer compare the snapshot with the last one by pointer and look only at the pods and EndpointSlices that differ), then set members change in place over netlink, on a socket kept per pod netns (no process, no thread switched into the netns; %s), 8 pods at a time on 2 cores. "+
-			"What is left is shared: the kernel's ipset lock and the 2 cores, which the observer polling 110 pods' ipsets every millisecond uses too (+25 %% on 110 member changes, 8 at a time, in a one-off test next to the Manager alone), and the collector, as the heap sits at the 48 MiB soft limit.",
+			"What is left is shared: the kernel's ipset lock and the 2 cores, which the observer polling 110 pods' ipsets every millisecond uses too (+25 %% on 110 member changes, 8 at a time, in a one-off test next to the Manager alone), and the collector, which the 44 MiB soft memory limit runs more often than GOGC alone would.",
 			ms1(f.queue["peer"]), ms1(f.sync["peer"]),
 			strings.TrimSuffix(strings.TrimPrefix(measured(f.apply["peer"], "per pod here", f.members8000, "for a change of one member of a set of 8000 in the micro-benchmark"), " ("), ")"))
 	case "policy-one":
@@ -146,14 +146,14 @@ func advice(group string, in Input) string {
 			"What is left is the kernel: each transaction that replaces rules is followed by their deferred destruction after an RCU grace period.",
 			measured(f.apply["policy-all"], "per pod here, 8 at a time"))
 	case "add":
-		return fmt.Sprintf("the plugin process took %s ms (p50), of which podwalld spent %s ms on average: the ADD looks the pod up, writes the checkpoint (two fsyncs), compiles the new pod with the persistent compiler and writes its sets and chains over netlink (no process; the netns being new, nothing is read with iptables-nft-save). "+
-			"The rest is the plugin's own process: on a quiet machine `podwall` answering VERSION took 4.9 ms against 1.7 ms for an empty Go program (hyperfine), and its gRPC dial and exit come on top; under the bench's load the syncs that other pods' ADDs trigger compete for the same 2 cores. "+
-			"What would shorten it further is a smaller plugin (less to load at start: it links gRPC and protobuf) and writing the checkpoint while the firewall is applied rather than before.", ms1(f.addPlugin), ms1(f.addDaemon))
+		return fmt.Sprintf("the plugin process took %s ms (p50), of which podwalld spent %s ms on average: the ADD looks the pod up, compiles the new pod with the persistent compiler and writes its sets and chains over netlink (no process; the netns being new, nothing is read with iptables-nft-save) while the checkpoint is written (two fsyncs). "+
+			"The rest is the plugin's own process: on a quiet machine the static `podwall` (8 MB) answering VERSION took 2.4 ms against 3.9 ms for the same code linked against libc with gRPC's x/net/trace (hyperfine, side by side), and its gRPC dial and exit come on top; under the bench's load the syncs that other pods' ADDs trigger compete for the same 2 cores. "+
+			"What would shorten it further is a plugin without gRPC and protobuf (less to load at start).", ms1(f.addPlugin), ms1(f.addDaemon))
 	case "rss":
 		return fmt.Sprintf("the live heap after the churn was %s (heap profile above) against an RSS of %s MiB while steady. "+
-			"About 24 MiB of the RSS is podwalld's own binary (file-backed pages: it no longer links client-go's clientset, 62 → 26.5 MB), the rest is what the Go runtime manages, held under the 48 MiB soft memory limit (GOMEMLIMIT overrides it): after a collection ≈22 MiB live in ≈30 MiB of heap spans, the rest idle spans the runtime has not yet returned, stacks and its own tables. "+
-			"Measured with this benchmark after the allocation cuts of this round: GOGC=50 gave 67.0 MiB (the limit, not GOGC, sets the collector's goal here), GOMEMLIMIT=40MiB 66.6 MiB with 18.4 s of CPU during the churn instead of 12–14 s. "+
-			"Closing the gap takes a smaller binary (k8s.io/api/core/v1 alone is 1.9 MB of its code; minimal API types of its own would cut the file-backed pages) and a smaller live heap: the Kubernetes source's 10k pods, the compiler's kept work and the firewalls of the local pods are most of it.",
+			"About 19 MiB of the RSS is podwalld's own binary (file-backed pages of a static binary, 22 MB, built without gRPC's x/net/trace and with no libc), the rest is what the Go runtime manages, held under the 44 MiB soft memory limit (GOMEMLIMIT overrides it): the live heap, the garbage of the syncs until the next collection, stacks and the runtime's own tables. "+
+			"The limit trades RSS for the collector's CPU (docs/operations.md has the figures at 40, 44 and 48 MiB). "+
+			"Below that it takes a smaller live heap: the Kubernetes source (about 10 MiB for its 10k pods and the other objects), the compiler's kept per-pod work and the local pods' firewalls are most of it, or a smaller binary (minimal API types of its own instead of k8s.io/api/core/v1, 1.8 MB of its code).",
 			heapTotal(in.HeapTop), ms1(f.rssSteady))
 	case "growth-cluster":
 		return "a sync's compile follows the change: the compiler and the syncer compare the snapshot with the last one by pointer and look only at the window where it differs (daemon/policy/incremental.go, daemon/syncer/localstate.go). " +
