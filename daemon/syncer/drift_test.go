@@ -51,10 +51,7 @@ func TestRepairDrift(t *testing.T) {
 			obs := &driftCounter{}
 			tb.sync.opts.Observer = obs
 			tb.add(t, web, db, client)
-			select { // the ADDs' trigger
-			case <-tb.sync.trigger:
-			default:
-			}
+			tb.drainTrigger() // the ADDs' trigger
 			before, _ := tb.data.applied(db.Netns)
 			applies := tb.data.count("apply", db.Netns)
 			tb.data.failCheck(db.Netns, tc.checkErr)
@@ -181,10 +178,7 @@ func TestRestoreDropsGoneBeforeReturning(t *testing.T) {
 func TestDriftPassYieldsToChanges(t *testing.T) {
 	tb := newTestBed(t, shopState(t))
 	tb.add(t, web, db, client)
-	select { // the ADDs' trigger
-	case <-tb.sync.trigger:
-	default:
-	}
+	tb.drainTrigger() // the ADDs' trigger
 	if spec, _ := tb.data.applied(db.Netns); !spec.Firewall.Ingress.Isolated {
 		t.Fatal("db's ingress is not isolated to begin with")
 	}

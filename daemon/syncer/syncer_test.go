@@ -117,6 +117,15 @@ func newTestBed(t testing.TB, state *policy.State) *testBed {
 	return tb
 }
 
+// drainTrigger takes the pending trigger, if any, so that the next one is a
+// test's own.
+func (tb *testBed) drainTrigger() {
+	select {
+	case <-tb.sync.trigger:
+	default:
+	}
+}
+
 func (tb *testBed) add(t testing.TB, recs ...checkpoint.Attachment) {
 	t.Helper()
 	for _, rec := range recs {
@@ -607,10 +616,7 @@ func TestSpecNodeAddrs(t *testing.T) {
 func TestNetnsGoneIsForgotten(t *testing.T) {
 	tb := newTestBed(t, shopState(t))
 	tb.add(t, web, db, client)
-	select { // the ADDs' trigger
-	case <-tb.sync.trigger:
-	default:
-	}
+	tb.drainTrigger() // the ADDs' trigger
 	tb.data.failApply(db.Netns, dataplane.ErrNetnsGone)
 	// A change that touches db's firewall makes the syncer apply in it.
 	next := shopState(t)
