@@ -29,6 +29,9 @@ type weakPrefixes struct {
 	n     int
 }
 
+// freed reports whether the list was freed.
+func (w weakPrefixes) freed() bool { return w.first.Value() == nil }
+
 // list returns the list, or nil once it was freed.
 func (w weakPrefixes) list() []netip.Prefix {
 	p := w.first.Value()
@@ -48,32 +51,21 @@ func (t *prefixLists) intern(hash uint64, prefixes []netip.Prefix) []netip.Prefi
 	if t.byHash == nil {
 		t.byHash = make(map[uint64][]weakPrefixes)
 	}
-	bucket := t.byHash[hash]
-	live := bucket[:0]
-	var found []netip.Prefix
+	bucket := slices.DeleteFunc(t.byHash[hash], weakPrefixes.freed)
 	for _, w := range bucket {
-		l := w.list()
-		if l == nil {
-			continue
-		}
-		live = append(live, w)
-		if found == nil && slices.Equal(l, prefixes) {
-			found = l
+		if l := w.list(); l != nil && slices.Equal(l, prefixes) {
+			t.byHash[hash] = bucket
+			return l
 		}
 	}
-	clear(bucket[len(live):])
-	if found == nil {
-		found = prefixes
-		live = append(live, weakPrefixes{first: weak.Make(&prefixes[0]), n: len(prefixes)})
-	}
-	t.byHash[hash] = live
-	return found
+	t.byHash[hash] = append(bucket, weakPrefixes{first: weak.Make(&prefixes[0]), n: len(prefixes)})
+	return prefixes
 }
 
 // sweep drops the entries of freed lists.
 func (t *prefixLists) sweep() {
 	for hash, bucket := range t.byHash {
-		live := slices.DeleteFunc(bucket, func(w weakPrefixes) bool { return w.first.Value() == nil })
+		live := slices.DeleteFunc(bucket, weakPrefixes.freed)
 		if len(live) == 0 {
 			delete(t.byHash, hash)
 		} else {
