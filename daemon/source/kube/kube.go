@@ -501,33 +501,8 @@ func (s *Source) apply(key objectKey) (bool, error) {
 }
 
 func (s *Source) applyPod(key objectKey) (bool, error) {
-	k := key.storeKey()
-	obj, exists, err := s.pods.GetIndexer().GetByKey(k)
-	if err != nil {
-		return false, fmt.Errorf("read pod cache: %w", err)
-	}
-	var next *policy.Pod
-	if exists {
-		p, ok := obj.(*cachedPod)
-		if !ok {
-			return false, fmt.Errorf("pod cache holds a %T", obj)
-		}
-		next = &p.Pod // shared with the cache: each pod is held once
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if next == nil {
-		return s.podSet.remove(k), nil
-	}
-	if prev, had := s.podSet.get(k); had && samePod(prev, next) {
-		// E.g. status conditions or the resourceVersion changed: nothing
-		// to tell, but the state now points at the cached version, so
-		// that the one it replaced can be freed.
-		s.podSet.swap(k, next)
-		return false, nil
-	}
-	s.podSet.put(k, next)
-	return true, nil
+	// The state's pod is the cache's: each pod is held once.
+	return applyCached(s, s.pods, s.podSet, key, func(p *cachedPod) *policy.Pod { return &p.Pod }, samePod)
 }
 
 // samePod reports whether a and b are the same to the compiler.

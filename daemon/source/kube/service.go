@@ -101,9 +101,18 @@ func (s *Source) probeServiceCIDRs(ctx context.Context) bool {
 }
 
 // applyObject brings set's entry for key up to date with informer's cache,
-// which holds cachedObjects: the state points at the cached value. It
-// reports whether the value changed.
+// which holds cachedObjects (see applyCached).
 func applyObject[V interface{ Clone() V }](s *Source, informer cache.SharedIndexInformer, set *objectSet[V], key objectKey) (bool, error) {
+	return applyCached(s, informer, set, key,
+		func(o *cachedObject[V]) V { return o.value },
+		func(a, b V) bool { return reflect.DeepEqual(a, b) })
+}
+
+// applyCached brings set's entry for key up to date with informer's cache,
+// whose objects (of type C) hold the values the state points at (valueOf),
+// so that each object is held once. It reports whether the value changed
+// as the compiler sees it (same).
+func applyCached[C any, V any](s *Source, informer cache.SharedIndexInformer, set *objectSet[V], key objectKey, valueOf func(C) V, same func(a, b V) bool) (bool, error) {
 	k := key.storeKey()
 	obj, exists, err := informer.GetIndexer().GetByKey(k)
 	if err != nil {
@@ -111,21 +120,22 @@ func applyObject[V interface{ Clone() V }](s *Source, informer cache.SharedIndex
 	}
 	var next V
 	if exists {
-		o, ok := obj.(*cachedObject[V])
+		o, ok := obj.(C)
 		if !ok {
 			return false, fmt.Errorf("%s cache holds a %T", key.kind, obj)
 		}
-		next = o.value
+		next = valueOf(o)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !exists {
 		return set.remove(k), nil
 	}
-	if prev, had := set.get(k); had && reflect.DeepEqual(prev, next) {
-		// E.g. an endpoint's serving or terminating condition: nothing to
-		// tell, but the state now points at the cached value, so that the
-		// one it replaced can be freed.
+	if prev, had := set.get(k); had && same(prev, next) {
+		// E.g. a pod's status conditions, an endpoint's serving condition
+		// or a resourceVersion changed: nothing to tell, but the state now
+		// points at the cached value, so that the one it replaced can be
+		// freed.
 		set.swap(k, next)
 		return false, nil
 	}
